@@ -1,0 +1,60 @@
+"""The supervisor: background threads inside ``maider serve`` that drive every session forward.
+
+Each worker is a loop calling one ``run_once(app)`` function with jitter, inside an app context, catching and logging
+every exception so a bug in one tick never kills the thread. Tests call the ``run_once`` functions directly.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from flask import Flask
+
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+TICK = timedelta(seconds=1)
+JITTER = 0.2  # fraction of the tick added at random, so loops do not fire in lockstep
+
+
+class Supervisor:
+    """Starts and stops the worker threads of one app."""
+
+    def __init__(self, app: Flask, loops: dict[str, tuple[Callable[[Flask], object], timedelta]] | None = None) -> None:
+        self.app = app
+        self.loops = loops if loops is not None else default_loops()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for name, (func, interval) in self.loops.items():
+            thread = threading.Thread(target=self._run, args=(name, func, interval), name=f"maider-{name}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _run(self, name: str, func: Callable[[Flask], object], interval: timedelta) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.app.app_context():
+                    func(self.app)
+            except Exception:  # noqa: BLE001 -- a worker must survive any bug in one tick
+                log.exception("worker %s: tick failed", name)
+            finally:
+                with self.app.app_context():
+                    db.session.remove()
+            self._stop.wait(interval.total_seconds() * (1 + random.random() * JITTER))
+
+
+def default_loops() -> dict[str, tuple[Callable[[Flask], object], timedelta]]:
+    """The workers ``maider serve`` runs."""
+    return {}

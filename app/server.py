@@ -1,0 +1,66 @@
+"""Run the panel: build the app, start the background workers, serve with waitress, advertise the address.
+
+The address goes into ``MAIDER_HOME/server.json`` (0600, with the API token) so CLI commands find the running server,
+whatever port or mode it picked.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from app import create_app
+
+log = logging.getLogger(__name__)
+SERVER_FILE = "server.json"
+
+
+def server_file(home: Path) -> Path:
+    return home / SERVER_FILE
+
+
+def write_server_file(home: Path, url: str, demo: bool, api_token: str) -> None:
+    """Advertise the running server to CLI clients (0600: it holds the API token)."""
+    path = server_file(home)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": url, "pid": os.getpid(), "demo": demo, "api_token": api_token}, handle)
+    os.replace(tmp, path)
+
+
+def remove_server_file(home: Path) -> None:
+    path = server_file(home)
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool = True, threads: int = 8) -> None:
+    """Serve until interrupted; workers stop with the server."""
+    from waitress import create_server
+
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_home = home / "demo" if demo else home
+    api_token = secrets.token_urlsafe(32)
+    app = create_app({"MAIDER_HOME": str(data_home), "MAIDER_DEMO": demo, "MAIDER_API_TOKEN": api_token})
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    supervisor = None
+    if start_workers:
+        from app.engine.supervisor import Supervisor
+
+        supervisor = Supervisor(app)
+        supervisor.start()
+    server = create_server(app, host=host, port=port, threads=threads, ident="maider")
+    write_server_file(home, url, demo, api_token)
+    print(f"maider panel: {url}/{'  (demo mode)' if demo else ''}", flush=True)
+    try:
+        server.run()
+    finally:
+        remove_server_file(home)
+        if supervisor is not None:
+            supervisor.stop()

@@ -1,0 +1,88 @@
+"""Regions and GPU plans, cached on disk with a TTL so listing plans does not cost an API round trip every time."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from app.domain.gpu_catalog import GPU_MODELS
+from app.providers.base import GpuPlan, Provider, Region
+
+CACHE_TTL = timedelta(hours=6)
+CACHE_DIR = "cache"
+
+
+def _cache_path(home: Path, provider: Provider, what: str) -> Path:
+    return home / CACHE_DIR / f"{provider.name}-{what}.json"
+
+
+def _read_cache(path: Path, now: float) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if now - float(data.get("fetched_at", 0)) > CACHE_TTL.total_seconds():
+        return None
+    return data
+
+
+def _write_cache(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+
+
+def _plan_from_json(raw: dict[str, Any]) -> GpuPlan:
+    gpu_key = raw.pop("gpu_key", None)
+    raw.pop("gpu", None)
+    raw["regions"] = tuple(raw.get("regions") or ())
+    return GpuPlan(gpu=GPU_MODELS.get(gpu_key) if gpu_key else None, **raw)
+
+
+def _plan_to_json(plan: GpuPlan) -> dict[str, Any]:
+    data = asdict(plan)
+    data.pop("gpu")
+    data["gpu_key"] = plan.gpu.key if plan.gpu else None
+    return data
+
+
+def list_plans(provider: Provider, home: Path, region: str | None = None, refresh: bool = False,
+               now: float | None = None) -> list[GpuPlan]:
+    """GPU plans (priced for ``region`` when given), sorted by price; from the cache unless stale or ``refresh``."""
+    now = time.time() if now is None else now
+    path = _cache_path(home, provider, "plans")
+    cache = None if refresh else _read_cache(path, now)
+    key = region or "*"
+    if cache is not None and key in cache.get("plans", {}):
+        return [_plan_from_json(dict(p)) for p in cache["plans"][key]]
+    plans = sorted(provider.gpu_plans(region), key=lambda p: (p.hourly_price or float("inf"), p.id))
+    payload = cache if cache is not None else {"fetched_at": now, "plans": {}}
+    payload["plans"][key] = [_plan_to_json(p) for p in plans]
+    _write_cache(path, payload)
+    return plans
+
+
+def list_regions(provider: Provider, home: Path, refresh: bool = False, now: float | None = None) -> list[Region]:
+    """Regions, from the cache unless stale or ``refresh``."""
+    now = time.time() if now is None else now
+    path = _cache_path(home, provider, "regions")
+    cache = None if refresh else _read_cache(path, now)
+    if cache is not None:
+        return [Region(**r) for r in cache["regions"]]
+    regions = provider.regions()
+    _write_cache(path, {"fetched_at": now, "regions": [asdict(r) for r in regions]})
+    return regions
+
+
+def clear_cache(home: Path) -> bool:
+    """Remove every cached catalog file; True if any existed."""
+    removed = False
+    for path in (home / CACHE_DIR).glob("*.json"):
+        path.unlink(missing_ok=True)
+        removed = True
+    return removed

@@ -1,0 +1,6 @@
+"""Sessions: the dashboard, the session pages and their live partials."""
+from flask import Blueprint
+
+bp = Blueprint("sessions", __name__)
+
+from app.web.sessions import routes  # noqa: E402,F401  (registers the routes on bp)
