@@ -1,0 +1,50 @@
+"""The contract between maider and a VM it created: paths, services, ports and the exact commands maider runs.
+
+One source of truth for three parties: the cloud-init templates that build the VM (``app.domain.cloud_init``), the
+engine that drives it over SSH (``app.engine``), and the simulated VM (``app.simulator``) that stands in for it in
+demo mode and tests. Change a command here and all three follow.
+"""
+from __future__ import annotations
+
+LLM_DIR = "/opt/llm"
+ENV_FILE = f"{LLM_DIR}/.env"  # 0600, root: vLLM/Open WebUI settings and secrets (never in the compose file)
+COMPOSE_FILE = f"{LLM_DIR}/docker-compose.yml"
+STAGE_FILE = "/var/lib/maider/stage"  # one word, written by the VM-side start script (see STAGES)
+SYSTEMD_UNIT = "maider-llm.service"  # starts the compose stack once the GPU is visible
+VLLM_CONTAINER = "vllm"  # container_name of the vLLM service: logs are read by this name, never "the newest"
+WEBUI_CONTAINER = "open-webui"
+
+VLLM_PORT = 8000  # vLLM listens on the VM's 127.0.0.1:8000 only
+WEBUI_PORT = 3000  # Open WebUI on the VM's 127.0.0.1:3000 only
+
+# Values of STAGE_FILE, in order. "pulling" = docker images being pulled; "starting" = compose up issued, vLLM is
+# downloading/loading; "running" = vLLM answered /health on the VM.
+STAGES = ("pulling", "starting", "running")
+
+# Keys of ENV_FILE that maider writes. The fake vLLM reads the same keys.
+ENV_KEYS = (
+    "MODEL_ID", "SERVED_MODEL_NAME", "VLLM_API_KEY", "HUGGING_FACE_HUB_TOKEN",
+    "VLLM_MAX_MODEL_LEN", "VLLM_GPU_MEMORY_UTILIZATION", "VLLM_MAX_NUM_SEQS", "VLLM_TENSOR_PARALLEL_SIZE",
+    "VLLM_DTYPE", "VLLM_KV_CACHE_DTYPE", "VLLM_ENFORCE_EAGER", "VLLM_EXTRA_ARGS", "NCCL_P2P_DISABLE",
+    "VLLM_IMAGE", "OPEN_WEBUI_IMAGE", "WEBUI_SECRET_KEY",
+)
+
+# Commands maider sends over SSH (exec requests). Exit status and output as a real Ubuntu 24.04 VM gives them.
+CMD_BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+CMD_CLOUD_INIT_STATUS = "cloud-init status --format json"  # {"status": "running"|"done"|"error", "errors": [...]}
+CMD_CLOUD_INIT_LOG_TAIL = "tail -n 80 /var/log/cloud-init-output.log"
+# Exit 0 and one CSV line per GPU when the driver is loaded; non-zero ("couldn't communicate with the NVIDIA driver")
+# when it is not -- that, after cloud-init is done, is the one reason maider reboots.
+CMD_GPU_QUERY = ("nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,temperature.gpu "
+                 "--format=csv,noheader,nounits")
+CMD_REBOOT = "systemctl reboot"
+CMD_START_STACK = f"systemctl start {SYSTEMD_UNIT}"
+CMD_READ_STAGE = f"cat {STAGE_FILE} 2>/dev/null || true"
+CMD_VLLM_LOGS = f"docker logs --tail 400 {VLLM_CONTAINER} 2>&1"
+CMD_READ_ENV = f"cat {ENV_FILE}"
+# The new file content arrives on stdin; written beside and renamed so a half-written file is never read.
+CMD_WRITE_ENV = f"umask 077 && cat > {ENV_FILE}.tmp && mv {ENV_FILE}.tmp {ENV_FILE}"
+# `restart` would keep the old environment: only a recreate re-reads ENV_FILE.
+CMD_RECREATE_VLLM = f"cd {LLM_DIR} && docker compose up -d --force-recreate {VLLM_CONTAINER}"
+# A pty session: OpenSSH's sshd sets TCP_NODELAY on the connection once a pty exists (the 44 ms forward trap).
+CMD_KEEP_PTY = "sleep infinity"
