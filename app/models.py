@@ -74,7 +74,7 @@ _STATE_LABELS = {
 
 _S = SessionState
 # The only moves a session may make. FAILED -> DESTROYING lets a kept-for-debugging VM be destroyed later;
-# FAILED -> STARTING is a user's retry on a VM that still exists.
+# FAILED -> SWITCHING_MODEL lets a user try another model on a VM that was kept.
 ALLOWED_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     _S.REQUESTED: frozenset({_S.CREATING, _S.DESTROYING, _S.DESTROYED, _S.FAILED}),
     _S.CREATING: frozenset({_S.BOOTING, _S.DESTROYING, _S.FAILED}),
@@ -86,7 +86,7 @@ ALLOWED_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     _S.SWITCHING_MODEL: frozenset({_S.READY, _S.DESTROYING, _S.FAILED}),
     _S.DESTROYING: frozenset({_S.DESTROYED, _S.FAILED}),
     _S.DESTROYED: frozenset(),
-    _S.FAILED: frozenset({_S.DESTROYING, _S.STARTING, _S.DESTROYED}),
+    _S.FAILED: frozenset({_S.DESTROYING, _S.SWITCHING_MODEL, _S.DESTROYED}),
 }
 
 
@@ -142,7 +142,9 @@ class Session(db.Model):
     tunnel_state: Mapped[str] = mapped_column(sa.String(16), default="down")
     max_model_len: Mapped[int | None] = mapped_column()  # as reported by vLLM's /v1/models
 
+    workdir: Mapped[str | None] = mapped_column(sa.String(1024))  # the user's project: .env and aider files live here
     keep_on_failure: Mapped[bool] = mapped_column(default=False)
+    destroy_requested_at: Mapped[datetime | None] = mapped_column()  # set by the user; the worker acts on it
     heal_attempts: Mapped[int] = mapped_column(default=0)
     destroy_attempts: Mapped[int] = mapped_column(default=0)
     budget_usd: Mapped[float] = mapped_column(default=0.0)
@@ -165,6 +167,7 @@ class Session(db.Model):
     stage_started_at: Mapped[datetime | None] = mapped_column()
     deadline_at: Mapped[datetime | None] = mapped_column()
     poll_count: Mapped[int] = mapped_column(default=0)
+    engine_state: Mapped[dict] = mapped_column(sa.JSON, default=dict)  # step scratch: boot id, stage times, ...
 
     events: Mapped[list[Event]] = relationship(
         back_populates="session", order_by="Event.id", cascade="all, delete-orphan", lazy="select",

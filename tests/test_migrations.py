@@ -40,9 +40,9 @@ def test_database_from_first_migration_upgrades_to_head(tmp_path):
         db.session.execute(sa.text(
             "insert into sessions (uid, name, provider, label, region, plan, gpus, model_id, served_name, vllm_config,"
             " hourly_price, status, status_changed_at, ssh_port, tunnel_state, keep_on_failure, heal_attempts,"
-            " destroy_attempts, budget_usd, max_lifetime_hours, created_by, created_at, poll_count)"
+            " destroy_attempts, budget_usd, max_lifetime_hours, created_by, created_at, poll_count, engine_state)"
             " values ('u1', 'old', 'linode', 'maider-u1', 'us-ord', 'g2-gpu-rtx4000a1-s', 1, 'm', 'coder', '{}',"
-            " 0.52, 'ready', '2026-11-01 00:00:00', 22, 'up', 0, 0, 0, 0, 0, 'local', '2026-11-01 00:00:00', 0)"))
+            " 0.52, 'ready', '2026-11-01 00:00:00', 22, 'up', 0, 0, 0, 0, 0, 'local', '2026-11-01 00:00:00', 0, '{}')"))
         db.session.commit()
         upgrade(directory=str(MIGRATIONS_DIR))
         assert db.session.execute(sa.text("select name from sessions")).scalar() == "old"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 09:58:44.984266
+Create Date: 2026-11-27 10:04:38.485764
 
 """
 from alembic import op
@@ -58,7 +58,9 @@ def upgrade():
     sa.Column('webui_port', sa.Integer(), nullable=True),
     sa.Column('tunnel_state', sa.String(length=16), nullable=False),
     sa.Column('max_model_len', sa.Integer(), nullable=True),
+    sa.Column('workdir', sa.String(length=1024), nullable=True),
     sa.Column('keep_on_failure', sa.Boolean(), nullable=False),
+    sa.Column('destroy_requested_at', sa.DateTime(), nullable=True),
     sa.Column('heal_attempts', sa.Integer(), nullable=False),
     sa.Column('destroy_attempts', sa.Integer(), nullable=False),
     sa.Column('budget_usd', sa.Double(), nullable=False),
@@ -78,6 +80,7 @@ def upgrade():
     sa.Column('stage_started_at', sa.DateTime(), nullable=True),
     sa.Column('deadline_at', sa.DateTime(), nullable=True),
     sa.Column('poll_count', sa.Integer(), nullable=False),
+    sa.Column('engine_state', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('label'),
     sa.UniqueConstraint('uid')
