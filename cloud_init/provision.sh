@@ -1,0 +1,48 @@
+#!/bin/bash
+# maider: first-boot provisioning, run once by cloud-init (runcmd). Any failure stops here and makes
+# `cloud-init status` report an error, with this script's output in /var/log/cloud-init-output.log.
+# No reboot: maider reboots over SSH only if the driver is still not loaded afterwards.
+set -euxo pipefail
+
+NVIDIA_DRIVER="$1"
+PREFETCH_MODEL="${2:-}"  # Hugging Face model id whose weights to fetch early; empty: images only
+export DEBIAN_FRONTEND=noninteractive
+APT="apt-get -y -q -o DPkg::Lock::Timeout=600"
+
+# Firewall first: nothing but SSH comes in (vLLM and Open WebUI listen on 127.0.0.1 only anyway).
+ufw default deny incoming
+ufw default allow outgoing
+ufw allow 22/tcp
+ufw --force enable
+
+# Docker CE and the compose plugin from Docker's own apt repository.
+$APT update
+$APT install ca-certificates curl gnupg
+install -m 0755 -d /etc/apt/keyrings
+curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc
+chmod a+r /etc/apt/keyrings/docker.asc
+echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu $(. /etc/os-release && echo "$VERSION_CODENAME") stable" \
+    > /etc/apt/sources.list.d/docker.list
+
+# NVIDIA container toolkit, configured before any pull starts (configuring it restarts dockerd).
+curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey \
+    | gpg --batch --yes --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
+    | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' \
+    > /etc/apt/sources.list.d/nvidia-container-toolkit.list
+$APT update
+$APT install docker-ce docker-ce-cli containerd.io docker-compose-plugin nvidia-container-toolkit
+nvidia-ctk runtime configure --runtime=docker
+systemctl restart docker
+
+# Images and weights download in the background while the driver installs (the slowest steps overlap).
+systemd-run --unit=maider-prefetch --collect --setenv=PREFETCH_MODEL="$PREFETCH_MODEL" /bin/bash '{{PREFETCH_SCRIPT}}'
+
+# The pinned NVIDIA driver, built for the running kernel; loaded now if the kernel allows it.
+$APT install "linux-headers-$(uname -r)" "$NVIDIA_DRIVER"
+modprobe nvidia || echo "maider: NVIDIA driver installed but not loaded; a reboot will load it"
+
+systemctl daemon-reload
+systemctl enable '{{SYSTEMD_UNIT}}'
+systemctl start --no-block '{{SYSTEMD_UNIT}}'
+echo "maider: provisioning done"
