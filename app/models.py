@@ -116,7 +116,7 @@ class Session(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     uid: Mapped[str] = mapped_column(sa.String(36), unique=True, default=lambda: uuid.uuid4().hex)
-    name: Mapped[str] = mapped_column(sa.String(64), unique=True, index=True)
+    name: Mapped[str] = mapped_column(sa.String(64), index=True)  # unique among live sessions (see services)
     provider: Mapped[str] = mapped_column(sa.String(32))
     instance_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     label: Mapped[str] = mapped_column(sa.String(64), unique=True)  # provider label: the idempotency key

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 10:04:38.485764
+Create Date: 2026-11-27 10:07:48.741434
 
 """
 from alembic import op
@@ -87,7 +87,7 @@ def upgrade():
     )
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sessions_instance_id'), ['instance_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_sessions_name'), ['name'], unique=True)
+        batch_op.create_index(batch_op.f('ix_sessions_name'), ['name'], unique=False)
         batch_op.create_index(batch_op.f('ix_sessions_status'), ['status'], unique=False)
 
     op.create_table('events',
