@@ -26,6 +26,7 @@ DEFAULT_NVIDIA_DRIVER = "nvidia-driver-570-server"
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+_BARE_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
@@ -81,6 +82,17 @@ def _bool_text(flag: bool) -> str:
     return "true" if flag else "false"
 
 
+def normalize_extra_args(extra_args: str) -> str:
+    """Re-quote extra flags with double quotes only (same shlex words), so the .env's single quotes can hold them.
+
+    ``--override-generation-config '{"temperature": 0.2}'`` becomes ``... "{\\"temperature\\": 0.2}"``; raises
+    ValueError for an unbalanced quote.
+    """
+    words = shlex.split(extra_args)
+    return " ".join(word if _BARE_WORD.match(word) else
+                    '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"' for word in words)
+
+
 def _env_values(vllm: VllmSettings, api_key: str, hf_token: str | None, webui_secret: str,
                 images: Images) -> dict[str, str]:
     return {
@@ -95,7 +107,7 @@ def _env_values(vllm: VllmSettings, api_key: str, hf_token: str | None, webui_se
         "VLLM_DTYPE": vllm.dtype,
         "VLLM_KV_CACHE_DTYPE": vllm.kv_cache_dtype,
         "VLLM_ENFORCE_EAGER": _bool_text(vllm.enforce_eager),
-        "VLLM_EXTRA_ARGS": vllm.extra_args,
+        "VLLM_EXTRA_ARGS": normalize_extra_args(vllm.extra_args),
         "NCCL_P2P_DISABLE": "1" if vllm.nccl_p2p_disable else "0",
         "VLLM_IMAGE": images.vllm,
         "OPEN_WEBUI_IMAGE": images.open_webui,
@@ -109,7 +121,7 @@ def render_env(vllm: VllmSettings, api_key: str, hf_token: str | None, webui_sec
         raise UnsafeEnvValue("VLLM_API_KEY", "the vLLM API key is empty (vLLM would accept anyone)")
     if not webui_secret:
         raise UnsafeEnvValue("WEBUI_SECRET_KEY", "the Open WebUI secret is empty")
-    shlex.split(vllm.extra_args)  # an unbalanced quote fails here, on the laptop, not in a container loop
+    # normalize_extra_args raises on an unbalanced quote here, on the laptop, not in a container restart loop.
     values = _env_values(vllm, api_key, hf_token, webui_secret, images)
     lines = ["# Written by maider: vLLM and Open WebUI settings for this VM. Holds secrets: keep mode 0600."]
     lines += [_format_line(key, values[key]) for key in vm_contract.ENV_KEYS]
