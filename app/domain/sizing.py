@@ -75,6 +75,7 @@ class FitProblem:
 
     setting: str  # "tensor_parallel_size" | "dtype" | "max_model_len" | "plan" (more VRAM or another GPU)
     message: str  # a sentence for the user
+    memory: bool = False  # a VRAM shortfall: a plan with more GPU memory (or a shorter context) fixes it
 
     def __str__(self) -> str:
         return self.message
@@ -272,7 +273,7 @@ def estimate_fit(facts: ModelFacts, gpu: GpuModel, gpus: int, tp: int, context: 
     problems = tp_problems(facts, gpus, tp)
     dtype_problems, notes, flag = _dtype_rules(facts, gpu, dtype)
     problems += dtype_problems
-    ranks = max(1, tp)
+    ranks = max(1, min(tp, gpus))  # with TP > GPUs vLLM will not start; size what the plan's GPUs could hold
     weights_per_gpu = facts.weight_bytes / ranks
     kv_per_token = kv_bytes_per_token(facts, kv_cache_dtype, ranks)
     budget = gpu.vram_gb * GB * gpu_memory_utilization
@@ -291,12 +292,12 @@ def estimate_fit(facts: ModelFacts, gpu: GpuModel, gpus: int, tp: int, context: 
         problems.append(FitProblem(
             "plan",
             f"won't fit: the weights alone need {_gb(weights_need / GB)} GB per GPU ({facts.weight_gb:.2f} GB "
-            f"over {ranks} GPU{'s' if ranks > 1 else ''}), plan has {_gb(gpu.vram_gb)}"))
+            f"over {ranks} GPU{'s' if ranks > 1 else ''}), plan has {_gb(gpu.vram_gb)}", memory=True))
     elif context <= limit and kv_per_token * context > kv_budget:
         problems.append(FitProblem(
             "max_model_len",
             f"won't fit: needs {_gb(needed / GB)} GB per GPU, plan has {_gb(gpu.vram_gb)}; "
-            f"largest context that fits: {max_context:,}"))
+            f"largest context that fits: {max_context:,}", memory=True))
     return FitReport(
         fits=not problems, problems=tuple(problems), notes=tuple(notes), context=context, tp=tp, gpus=gpus,
         weights_per_gpu_gb=weights_per_gpu / GB, kv_bytes_per_token=kv_per_token, kv_budget_gb=kv_budget / GB,
