@@ -1,0 +1,395 @@
+"""The simulated GPU VM: boots, runs cloud-init, may need a reboot for the NVIDIA driver, pulls images, loads a model.
+
+Every command in ``app.domain.vm_contract`` is answered as a real Ubuntu VM answers it (exit codes and texts
+included), so the engine that drives this VM is the one that drives a real one. Anything else is "command not found"
+(exit 127), so an engine that sends an unknown command fails loudly here instead of in front of a paying user.
+Failure modes are picked by ``VmBehaviour``; see ``VllmFailure`` for what each one needs before it heals.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Literal
+
+import yaml
+from dotenv import dotenv_values
+
+from app.domain import vm_contract as vc
+from app.remote import load_private_key, load_public_key, new_keypair
+from app.simulator import vllm_logs
+from app.simulator.fake_vllm import FakeVllmConfig, FakeVllmServer
+from app.simulator.fake_webui import FakeWebUiServer
+from app.simulator.ssh_server import ExecResult, SshServer
+
+# kv_too_small: refuses to start while VLLM_MAX_MODEL_LEN > fitting_len.
+# warmup_oom: fails warming up the sampler until VLLM_ENFORCE_EAGER=true or VLLM_GPU_MEMORY_UTILIZATION is below
+#   warmup_oom_max_utilization (both are fixes vLLM's own message suggests).
+# bf16_turing: fails until VLLM_DTYPE is half/float16.  gated: always fails (needs a token, not a retry).
+# never_ready: loads forever and never listens.
+VllmFailure = Literal["kv_too_small", "warmup_oom", "bf16_turing", "gated", "never_ready"]
+SLICE_S = 0.02  # granularity of the simulated clock's waits (they end early on reboot/stop)
+CACHED_LOAD_FACTOR = 0.3  # a model already in the weight cache loads in this fraction of load_s
+
+
+@dataclass(frozen=True)
+class VmBehaviour:
+    """Timings (seconds, compressed) and failures of one simulated VM."""
+
+    boot_s: float = 2.0  # create -> SSH answers
+    configure_s: float = 4.0  # cloud-init run time after boot
+    reboot_s: float = 2.0  # SSH down during a reboot
+    pull_s: float = 2.0  # docker image pull (first start only)
+    load_s: float = 4.0  # weight download + load (CACHED_LOAD_FACTOR of it when cached)
+    needs_reboot: bool = True  # the NVIDIA driver only loads after a reboot (the usual case on a fresh VM)
+    cloud_init_error: bool = False  # cloud-init ends in "error"; the driver never gets installed
+    ssh_never: bool = False  # port 22 never answers
+    wrong_host_key: bool = False  # sshd presents a key other than the one in the cloud-config
+    vllm_failure: VllmFailure | None = None
+    fitting_len: int = 16384  # kv_too_small: the longest context the KV cache can hold
+    warmup_oom_max_utilization: float = 0.85  # warmup_oom heals below this utilization
+    gpus: int = 1
+    gpu_name: str = "NVIDIA RTX 4000 Ada Generation"
+    gpu_memory_mb: int = 20475  # per GPU, as nvidia-smi reports it
+    ttft_s: float = 0.05  # fake vLLM: time to first token
+    itl_s: float = 0.02  # fake vLLM: gap between tokens
+    tokens_per_reply: int = 20
+
+    @classmethod
+    def fast(cls, **overrides: object) -> VmBehaviour:
+        """Timings for tests: a whole launch in about a second."""
+        timings = dict(boot_s=0.1, configure_s=0.2, reboot_s=0.1, pull_s=0.1, load_s=0.2, ttft_s=0.005,
+                       itl_s=0.002)
+        return replace(cls(**timings), **overrides)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class CloudConfigFacts:
+    host_key_private: str  # ssh_keys.ed25519_private
+    authorized_keys: list[str]  # ssh_authorized_keys (top level or users[0])
+    env_file: str  # content of the write_files entry for vm_contract.ENV_FILE
+
+
+def read_cloud_config(user_data: str) -> CloudConfigFacts:
+    """Pick out of maider's cloud-config what a real VM would act on: its host key, root's keys and the .env."""
+    if not user_data.lstrip().startswith("#cloud-config"):
+        raise ValueError("user data is not a #cloud-config document")
+    doc = yaml.safe_load(user_data) or {}
+    host_key = ((doc.get("ssh_keys") or {}).get("ed25519_private") or "").strip()
+    if not host_key:
+        raise ValueError("cloud-config has no ssh_keys.ed25519_private")
+    keys = list(doc.get("ssh_authorized_keys") or [])
+    users = doc.get("users") or []
+    if not keys and users and isinstance(users[0], dict):
+        keys = list(users[0].get("ssh_authorized_keys") or [])
+    env_text = ""
+    for entry in doc.get("write_files") or []:
+        if entry.get("path") == vc.ENV_FILE:
+            content = entry.get("content") or ""
+            if str(entry.get("encoding", "")).lower() in ("b64", "base64"):
+                content = base64.b64decode(content).decode()
+            env_text = content
+    return CloudConfigFacts(host_key + "\n", keys, env_text)
+
+
+def vm_from_user_data(user_data: str, behaviour: VmBehaviour | None = None, **kwargs: object) -> SimulatedVm:
+    """A VM configured exactly by the cloud-config maider sent (not started)."""
+    facts = read_cloud_config(user_data)
+    return SimulatedVm(facts.host_key_private, facts.authorized_keys, facts.env_file, behaviour or VmBehaviour(),
+                       **kwargs)  # type: ignore[arg-type]
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """dotenv format as docker compose reads it (KEY=value, values may be quoted)."""
+    return {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text)).items()}
+
+
+class SimulatedVm:
+    """One simulated VM: its sshd on 127.0.0.1:``ssh_port`` plus the VM-side state machine behind every command."""
+
+    def __init__(self, host_key_private: str, authorized_keys: list[str], env_file: str, behaviour: VmBehaviour,
+                 configured: bool = False, on_env_written: Callable[[str], None] | None = None) -> None:
+        self.behaviour = behaviour
+        self.env_text = env_file
+        self._host_key = load_private_key(new_keypair().private_openssh if behaviour.wrong_host_key
+                                          else host_key_private)
+        self._authorized = [load_public_key(line) for line in authorized_keys if line.strip()]
+        self._on_env_written = on_env_written
+        self._lock = threading.RLock()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ssh: SshServer | None = None
+        self.ssh_port = 0
+        self.power = "off"  # off -> booting -> running (-> rebooting -> running); stopped at the end
+        self.boot_id = str(uuid.uuid4())
+        self._boot_gen = 0  # bumped by reboot/stop: ends the timeline threads of the previous boot
+        self._vllm_gen = 0  # bumped by recreate/reboot/stop: ends the running vLLM "container"
+        self._cloud_init_started: float | None = 0.0 if configured else None
+        self._driver_loaded = configured
+        self._images_pulled = configured
+        self._stack_enabled = configured  # systemd unit started once: containers come back after a reboot
+        self.stage: str | None = None
+        self.vllm_log: list[str] = []
+        self._vllm_exists = False
+        self.vllm: FakeVllmServer | None = None
+        self.webui: FakeWebUiServer | None = None
+        self.weight_cache: set[str] = set()
+        self._commands: dict[str, Callable[[Callable[[], bytes]], ExecResult]] = {
+            vc.CMD_BOOT_ID: lambda _in: ExecResult(0, self.boot_id + "\n"),
+            vc.CMD_CLOUD_INIT_STATUS: lambda _in: self._cloud_init_status(),
+            vc.CMD_CLOUD_INIT_LOG_TAIL: lambda _in: ExecResult(0, "".join(f"{x}\n" for x in self._cloud_init_log())),
+            vc.CMD_GPU_QUERY: lambda _in: self._gpu_query(),
+            vc.CMD_REBOOT: lambda _in: self._request_reboot(),
+            vc.CMD_START_STACK: lambda _in: self._start_stack(),
+            vc.CMD_READ_STAGE: lambda _in: ExecResult(0, f"{self.stage}\n" if self.stage else ""),
+            vc.CMD_VLLM_LOGS: lambda _in: self._docker_logs(),
+            vc.CMD_READ_ENV: lambda _in: ExecResult(0, self.env_text),
+            vc.CMD_WRITE_ENV: self._write_env,
+            vc.CMD_RECREATE_VLLM: lambda _in: self._recreate_vllm(),
+            vc.CMD_KEEP_PTY: lambda _in: ExecResult(hold=True),
+        }
+
+    def start(self) -> None:
+        """Power on: the SSH port is reserved now (refusing connections) and answers after ``boot_s``."""
+        with self._lock:
+            self._ssh = self._new_ssh_server(0)
+            self.ssh_port = self._ssh.port
+            self.power = "booting"
+            self._spawn(self._boot, self._boot_gen, self.behaviour.boot_s)
+
+    def stop(self) -> None:
+        """Power off for good: every connection and service ends, every thread is joined."""
+        with self._lock:
+            self._stopped.set()
+            self._boot_gen += 1
+            self._vllm_gen += 1
+            self.power = "stopped"
+            self._stop_services()
+            ssh, self._ssh = self._ssh, None
+        if ssh is not None:
+            ssh.stop()
+        for thread in list(self._threads):
+            if thread is not threading.current_thread():
+                thread.join(5)
+
+    @property
+    def is_ssh_up(self) -> bool:
+        return self.power == "running" and not self.behaviour.ssh_never
+
+    def run_command(self, command: str, read_stdin: Callable[[], bytes]) -> ExecResult:
+        """The VM's shell: the exact commands of the contract, anything else is not found."""
+        handler = self._commands.get(command.strip())
+        if handler is None:
+            return ExecResult(127, "", f"bash: line 1: {command.split()[0] if command.split() else ''}: "
+                                       "command not found\n")
+        return handler(read_stdin)
+
+    def _new_ssh_server(self, port: int) -> SshServer:
+        return SshServer(self._host_key, self._authorized, self.run_command, self._forward_port, port=port)
+
+    def _forward_port(self, vm_port: int) -> int | None:
+        server = {vc.VLLM_PORT: self.vllm, vc.WEBUI_PORT: self.webui}.get(vm_port)
+        return server.port if server is not None else None
+
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        self._threads = [t for t in self._threads if t.is_alive()]
+        thread = threading.Thread(target=target, args=args, name=f"sim-vm-{target.__name__}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _wait(self, seconds: float, still_wanted: Callable[[], bool]) -> bool:
+        """Sleep on the simulated clock; False as soon as the caller's boot/container is gone."""
+        deadline = time.monotonic() + seconds
+        while still_wanted() and not self._stopped.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            time.sleep(min(SLICE_S, remaining))
+        return False
+
+    def _boot(self, gen: int, seconds: float) -> None:
+        if not self._wait(seconds, lambda: self._boot_gen == gen) or self.behaviour.ssh_never:
+            return
+        with self._lock:
+            if self._boot_gen != gen or self._ssh is None:
+                return
+            self._ssh.start()
+            self.power = "running"
+            if self._cloud_init_started is None:
+                self._cloud_init_started = time.monotonic()
+            if self._stack_enabled and self._gpu_visible():
+                self._vllm_gen += 1
+                self._spawn(self._run_stack, self._vllm_gen)
+
+    def _cloud_init_state(self) -> str:
+        if self._cloud_init_started is None:
+            return "not started"
+        if self._cloud_init_started and time.monotonic() - self._cloud_init_started < self.behaviour.configure_s:
+            return "running"
+        return "error" if self.behaviour.cloud_init_error else "done"
+
+    def _cloud_init_status(self) -> ExecResult:
+        state = self._cloud_init_state()
+        errors = (["('scripts_user', RuntimeError('Runparts: 1 failures (part-001) in 1 attempted commands'))"]
+                  if state == "error" else [])
+        body = {"boot_status_code": "enabled-by-generator", "datasource": "linode", "detail": "DataSourceLinode",
+                "errors": errors, "extended_status": state, "last_update": _now_text(),
+                "recoverable_errors": {}, "status": state}
+        return ExecResult(1 if state == "error" else 0, json.dumps(body, indent=1) + "\n")
+
+    def _cloud_init_log(self) -> list[str]:
+        started = self._cloud_init_started
+        if started is None:
+            return []
+        elapsed = 1.0 if not started else (time.monotonic() - started) / max(self.behaviour.configure_s, 1e-6)
+        return vllm_logs.cloud_init_lines(min(elapsed, 1.0), self._cloud_init_state(), self.behaviour.needs_reboot)
+
+    def _gpu_visible(self) -> bool:
+        return self._cloud_init_state() == "done" and (self._driver_loaded or not self.behaviour.needs_reboot)
+
+    def _gpu_query(self) -> ExecResult:
+        if self._cloud_init_state() != "done":
+            return ExecResult(127, "", "bash: line 1: nvidia-smi: command not found\n")
+        if not self._gpu_visible():
+            return ExecResult(9, "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+                                 "Make sure that the latest NVIDIA driver is installed and running.\n\n")
+        b = self.behaviour
+        busy = self.vllm is not None and self.vllm.counters.running > 0
+        env = parse_env(self.env_text)
+        used = int(b.gpu_memory_mb * float(env.get("VLLM_GPU_MEMORY_UTILIZATION") or 0.9)) if self.vllm else 1
+        return ExecResult(0, "".join(f"{i}, {b.gpu_name}, {b.gpu_memory_mb}, {used}, {97 if busy else 0}, "
+                                     f"{61 if busy else 34}\n" for i in range(b.gpus)))
+
+    def _request_reboot(self) -> ExecResult:
+        self._spawn(self._reboot)
+        return ExecResult(0)
+
+    def _reboot(self) -> None:
+        time.sleep(0.05)  # let the reply to `systemctl reboot` leave before the connection drops
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            self._boot_gen += 1
+            self._vllm_gen += 1
+            self.power = "rebooting"
+            self.boot_id = str(uuid.uuid4())
+            if self._cloud_init_state() == "done":
+                self._driver_loaded = True
+            self._stop_services()
+            old, port = self._ssh, self.ssh_port
+        if old is not None:
+            old.stop()
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            self._ssh = self._new_ssh_server(port)
+            self.power = "booting"
+            self._spawn(self._boot, self._boot_gen, self.behaviour.reboot_s)
+
+    def _stop_services(self) -> None:
+        """Stop the containers (callers hold the lock and have bumped the generations)."""
+        vllm, webui, self.vllm, self.webui = self.vllm, self.webui, None, None
+        self.stage = None if self.power in ("rebooting", "stopped") else self.stage
+        for server in (vllm, webui):
+            if server is not None:
+                server.stop()
+
+    def _start_stack(self) -> ExecResult:
+        with self._lock:
+            if not self._gpu_visible():
+                return ExecResult(1, "", f"Job for {vc.SYSTEMD_UNIT} failed because the control process exited "
+                                         f"with error code.\nSee \"systemctl status {vc.SYSTEMD_UNIT}\" and "
+                                         f"\"journalctl -xeu {vc.SYSTEMD_UNIT}\" for details.\n")
+            if self._stack_enabled and self.stage is not None:
+                return ExecResult(0)  # already active: systemctl start is a no-op
+            self._stack_enabled = True
+            self._vllm_gen += 1
+            self._spawn(self._run_stack, self._vllm_gen)
+        return ExecResult(0)
+
+    def _run_stack(self, gen: int) -> None:
+        alive = lambda: self._vllm_gen == gen  # noqa: E731
+        if not self._images_pulled:
+            self.stage = "pulling"
+            if not self._wait(self.behaviour.pull_s, alive):
+                return
+            self._images_pulled = True
+        with self._lock:
+            if not alive():
+                return
+            self.stage = "starting"
+            self.webui = FakeWebUiServer()
+        self._run_vllm(gen)
+
+    def _run_vllm(self, gen: int) -> None:
+        """One life of the vLLM container: log, load, then listen or fail as the behaviour says."""
+        alive = lambda: self._vllm_gen == gen  # noqa: E731
+        env = parse_env(self.env_text)
+        model = env.get("MODEL_ID") or "unknown/model"
+        max_len = int(env.get("VLLM_MAX_MODEL_LEN") or 32768)
+        cached = model in self.weight_cache
+        load_s = self.behaviour.load_s * (CACHED_LOAD_FACTOR if cached else 1.0)
+        with self._lock:
+            self._vllm_exists = True
+            self.vllm_log = vllm_logs.header_lines(env)
+        failure = vllm_logs.failure_for(self.behaviour, env)
+        if failure is not None and failure.stage == "config":
+            self.vllm_log += failure.lines
+            return
+        if not cached:
+            self.vllm_log += vllm_logs.download_lines(model)
+        if not self._wait(load_s, alive):
+            return
+        self.vllm_log += vllm_logs.loaded_lines(model, load_s)
+        if failure is not None:
+            if failure.stage == "hang":
+                self._wait(float("inf"), alive)
+                return
+            self.vllm_log += failure.lines
+            return
+        self.weight_cache.add(model)
+        config = FakeVllmConfig(model_id=model, served_name=env.get("SERVED_MODEL_NAME") or model,
+                                max_model_len=max_len, api_key=env.get("VLLM_API_KEY", ""),
+                                ttft_s=self.behaviour.ttft_s, itl_s=self.behaviour.itl_s,
+                                tokens_per_reply=self.behaviour.tokens_per_reply)
+        with self._lock:
+            if not alive():
+                return
+            self.vllm_log += vllm_logs.kv_cache_lines(max_len)
+            self.vllm = FakeVllmServer(config)
+            self.vllm_log += vllm_logs.ready_lines()
+            self.stage = "running"
+
+    def _docker_logs(self) -> ExecResult:
+        if not self._vllm_exists:
+            return ExecResult(1, f"Error response from daemon: No such container: {vc.VLLM_CONTAINER}\n")
+        return ExecResult(0, "".join(f"{line}\n" for line in self.vllm_log[-400:]))
+
+    def _write_env(self, read_stdin: Callable[[], bytes]) -> ExecResult:
+        text = read_stdin().decode("utf-8", "replace")
+        with self._lock:
+            self.env_text = text
+        if self._on_env_written is not None:
+            self._on_env_written(text)
+        return ExecResult(0)
+
+    def _recreate_vllm(self) -> ExecResult:
+        with self._lock:
+            self._vllm_gen += 1
+            vllm, self.vllm = self.vllm, None
+            if vllm is not None:
+                vllm.stop()
+            self._spawn(self._run_vllm, self._vllm_gen)
+        return ExecResult(0, "", f" Container {vc.VLLM_CONTAINER}  Recreate\n Container {vc.VLLM_CONTAINER}  "
+                                 f"Recreated\n Container {vc.VLLM_CONTAINER}  Starting\n"
+                                 f" Container {vc.VLLM_CONTAINER}  Started\n")
+
+
+def _now_text() -> str:
+    return datetime.now(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
