@@ -72,7 +72,7 @@ def test_broken_env_names_every_problem_and_exits_non_zero() -> None:
     assert "'lots' is not a number (from .env)" in text
     assert "unknown region 'mars-1': GPU regions are" in text and "us-ord" in text
     assert "tensor parallel size 2 needs 2 GPUs but the plan has 1" in text
-    assert "won't fit: the weights alone need" in text and "plan has 20" in text
+    assert "won't fit: the 19.33 GB of weights over 1 GPU need " in text and "plan has 20; cheapest plan" in text
     assert f"{len(problems)} problems found" in result.output
 
 

@@ -221,7 +221,7 @@ def tp_problems(facts: ModelFacts, gpus: int, tp: int) -> list[FitProblem]:
     if tp > gpus:
         problems.append(FitProblem(
             "tensor_parallel_size",
-            f"tensor parallel size {tp} needs {tp} GPUs but the plan has {gpus}: use {gpus} or fewer"))
+            f"tensor parallel size {tp} needs {tp} GPUs but the plan has {gpus}: use at most {gpus}"))
     if facts.num_attention_heads % tp:
         choices = ", ".join(str(t) for t in valid_tp_sizes(facts, max(gpus, tp)))
         problems.append(FitProblem(
@@ -291,8 +291,8 @@ def estimate_fit(facts: ModelFacts, gpu: GpuModel, gpus: int, tp: int, context: 
         weights_need = (weights_per_gpu + headroom_bytes(weights_per_gpu)) / gpu_memory_utilization
         problems.append(FitProblem(
             "plan",
-            f"won't fit: the weights alone need {_gb(weights_need / GB)} GB per GPU ({facts.weight_gb:.2f} GB "
-            f"over {ranks} GPU{'s' if ranks > 1 else ''}), plan has {_gb(gpu.vram_gb)}", memory=True))
+            f"won't fit: the {facts.weight_gb:.2f} GB of weights over {ranks} GPU{'s' if ranks > 1 else ''} need "
+            f"{_gb(weights_need / GB)} GB per GPU before any context, plan has {_gb(gpu.vram_gb)}", memory=True))
     elif context <= limit and kv_per_token * context > kv_budget:
         problems.append(FitProblem(
             "max_model_len",

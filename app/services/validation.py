@@ -143,7 +143,9 @@ def _size(report: ValidationReport, settings: Settings, facts: ModelFacts, regio
           region: str | None) -> None:
     """Fit the model on the chosen plan and say which plans in the region would fit."""
     context = settings.max_model_len
-    report.recommendations = recommend(facts, context, region_plans, settings.gpu_memory_utilization,
+    # Beyond the model's own limit no plan fits; suggest plans for the longest context the model allows.
+    wanted = min(context, facts.max_position_embeddings)
+    report.recommendations = recommend(facts, wanted, region_plans, settings.gpu_memory_utilization,
                                        settings.kv_cache_dtype)
     plan = report.plan
     if plan is None:
@@ -158,7 +160,7 @@ def _size(report: ValidationReport, settings: Settings, facts: ModelFacts, regio
     for problem in fit.problems:
         message = problem.message
         if problem.memory:
-            message += "; " + cheapest_fit_hint(report.recommendations, context, region)
+            message += "; " + cheapest_fit_hint(report.recommendations, wanted, region)
         if problem.setting == "tensor_parallel_size" and settings.tensor_parallel_size is None:
             message += f" (unset, it defaults to the plan's {plan.gpus} GPUs)"
         report.add(_SETTING_VARIABLES[problem.setting], message)
