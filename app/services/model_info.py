@@ -111,9 +111,20 @@ def _scrub(text: str, secret: str | None) -> str:
     return first_line.replace(secret, "***") if secret else first_line
 
 
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """Network failures of the HTTP client huggingface_hub uses (httpx2 in 2.x, httpx in 1.x)."""
+    errors: list[type[Exception]] = []
+    for module_name in ("httpx2", "httpx"):
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            continue
+        errors.append(module.TransportError)
+    return tuple(errors)
+
+
 def _fetch(model_id: str, hf_token: str | None, home: Path, endpoint: str | None) -> ModelFacts:
     """Ask the Hub; translate every failure into a ModelLookupError with a message that is safe to show."""
-    import httpx2
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -146,7 +157,7 @@ def _fetch(model_id: str, hf_token: str | None, home: Path, endpoint: str | None
     except RemoteEntryNotFoundError:
         raise ModelLookupError(f"{model_id} has no config.json: vLLM cannot load it as a transformers model",
                                model_id, LookupFailure.NO_CONFIG) from None
-    except (httpx2.TransportError, OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
+    except (*_transport_errors(), OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
         raise ModelLookupError(
             f"could not reach Hugging Face to size {model_id}: {_scrub(str(exc), hf_token) or type(exc).__name__}; "
             "maider can still launch it but cannot check it fits", model_id, LookupFailure.UNREACHABLE) from None
