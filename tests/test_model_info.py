@@ -150,3 +150,14 @@ def test_catalog_models_need_no_network(tmp_path: Path) -> None:
     facts = lookup_model("Qwen/Qwen2.5-Coder-32B-Instruct-AWQ", None, tmp_path, offline=True)
     assert round(facts.weight_gb, 2) == 19.33
     assert not (tmp_path / "cache").exists()
+
+
+def test_hub_outage_falls_back_to_an_older_cache_entry(hub: FakeHfHub, tmp_path: Path) -> None:
+    lookup_model("someone/qwen-long", None, tmp_path, endpoint=hub.url, now=1_000.0)
+    hub.fail_status = 503
+    week_later = 1_000.0 + 8 * 24 * 3600
+    assert lookup_model("someone/qwen-long", None, tmp_path, endpoint=hub.url, now=week_later).num_layers == 28
+    with pytest.raises(ModelLookupError) as caught:  # nothing cached for this one
+        lookup_model("meta-llama/Llama-3.1-8B-Instruct", TOKEN, tmp_path, endpoint=hub.url)
+    assert caught.value.failure is LookupFailure.UNREACHABLE
+    assert "the Hub answered HTTP 503" in str(caught.value)

@@ -1,9 +1,12 @@
 """maider's built-in offline catalog of coding models, with what sizing needs to know about each.
 
-The architecture fields are copied from each model's published config.json on Hugging Face. Weight sizes are the
-sums of the published ``.safetensors`` shards, rounded to 0.01 GB (``weight_source="safetensors"``); where maider
-has no shard listing the size is estimated from the parameter count (``weight_source="estimate"``). Any other
-Hugging Face id is sized live by ``app.services.model_info``.
+The architecture fields (layers, heads, KV heads, head_dim, context, dtype, quantization) come from each model's
+published config.json on Hugging Face. Weight sizes are the totals of the published ``.safetensors`` shards as the
+model pages list them, rounded to 0.01 GB (``weight_source="safetensors"``; Qwen2.5-Coder-32B-Instruct-AWQ's
+19.33 GB is the figure in reference/vllm.md); where maider has no shard total the size is estimated from the
+parameter count (``weight_source="estimate"``). Sizing keeps 5 % + 1.5 GB of headroom, so a shard total that is off
+by a few hundred MB does not change a verdict by more than one 1K context step. Any other id is sized live from the
+Hub by ``app.services.model_info``.
 """
 from __future__ import annotations
 

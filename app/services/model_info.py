@@ -162,10 +162,13 @@ def _fetch(model_id: str, hf_token: str | None, home: Path, endpoint: str | None
             f"could not reach Hugging Face to size {model_id}: {_scrub(str(exc), hf_token) or type(exc).__name__}; "
             "maider can still launch it but cannot check it fits", model_id, LookupFailure.UNREACHABLE) from None
     except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise ModelLookupError(
-            f"could not reach Hugging Face to size {model_id}: the Hub answered HTTP {status}; "
-            "maider can still launch it but cannot check it fits", model_id, LookupFailure.UNREACHABLE) from None
+        status = exc.response.status_code if exc.response is not None else 0
+        if status >= 500 or status in (408, 429) or status == 0:
+            raise ModelLookupError(
+                f"could not reach Hugging Face to size {model_id}: the Hub answered HTTP {status or 'nothing'}; "
+                "maider can still launch it but cannot check it fits", model_id, LookupFailure.UNREACHABLE) from None
+        raise ModelLookupError(f"Hugging Face refused to describe {model_id} (HTTP {status}): check the id and "
+                               "HUGGING_FACE_HUB_TOKEN", model_id, LookupFailure.UNSIZABLE) from None
     except ValueError:
         raise ModelLookupError(f"{model_id}'s config.json is not valid JSON: maider cannot size it",
                                model_id, LookupFailure.UNSIZABLE) from None

@@ -54,6 +54,7 @@ class FakeHfHub:
         self.allowed_token = allowed_token
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[RecordedRequest] = []
+        self.fail_status: int | None = None  # answer every request with this HTTP status (e.g. 503) while set
         self.app = self._build_app()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -96,8 +97,11 @@ class FakeHfHub:
         app = Flask(__name__)
 
         @app.before_request
-        def _record() -> None:
+        def _record() -> Response | None:
             self.requests.append(RecordedRequest(request.method, request.path, request.headers.get("Authorization")))
+            if self.fail_status is not None:
+                return Response("injected failure", status=self.fail_status)
+            return None
 
         def not_found(kind: str = "RepoNotFound") -> Response:
             status = 404 if self._token() or kind != "RepoNotFound" else 401  # the Hub hides existence from anonymous
