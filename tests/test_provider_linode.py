@@ -166,7 +166,7 @@ def test_a_post_that_timed_out_and_landed_late_still_makes_one_vm(api: FakeLinod
         time.sleep(0.05)  # let the slow first POST finish on the server side
 
     assert list(api.instances) == [int(instance.id)]
-    assert api.count("POST", INSTANCES, status=400) == 1  # the late one hit "label must be unique"
+    assert api.count("POST", INSTANCES, status=400) >= 1  # the late one hit "label must be unique"
 
 
 def test_create_twice_with_one_label_makes_one_vm(provider: LinodeProvider, api: FakeLinodeApi) -> None:

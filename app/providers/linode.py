@@ -168,6 +168,7 @@ class LinodeProvider:
     def __init__(self, token: Secret | str | None, base_url: str | None = None, *, ssh_port: int = 22,
                  sleep: Callable[[float], None] = time.sleep, max_wait_s: float = 60.0,
                  request_timeout_s: float | None = None) -> None:
+        """``token`` is revealed at first API use; ``request_timeout_s`` (default 30 s) bounds each HTTP read."""
         self._token = token
         self.base_url = base_url
         self.ssh_port = ssh_port  # Linode VMs listen on 22; tests and port-mapping setups use another
@@ -183,8 +184,6 @@ class LinodeProvider:
 
     def __repr__(self) -> str:
         return f"<LinodeProvider {self.base_url or 'api.linode.com'}>"
-
-    # Provider contract
 
     def regions(self) -> list[Region]:
         """Regions that offer GPU Linodes."""
@@ -261,8 +260,6 @@ class LinodeProvider:
         raws = self._call("list maider instances", lambda: [
             _raw(i) for i in self._client().linode.instances(SdkInstance.tags.contains(OWNER_TAG))])
         return [self._to_instance(r) for r in raws if OWNER_TAG in (r.get("tags") or ())]
-
-    # internals
 
     def _client(self) -> LinodeClient:
         """The SDK client, built at first use (so a missing token only matters when Linode is really needed)."""
