@@ -190,3 +190,20 @@ def test_every_catalog_default_context_fits_some_linode_plan() -> None:
 def test_format_context() -> None:
     assert format_context(32768) == "32K"
     assert format_context(12345) == "12,345"
+
+
+def test_facts_from_a_deepseek_v2_config_match_the_catalog_entry() -> None:
+    config = {"architectures": ["DeepseekV2ForCausalLM"], "hidden_size": 2048, "num_attention_heads": 16,
+              "num_hidden_layers": 27, "num_key_value_heads": 16, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+              "max_position_embeddings": 163840, "torch_dtype": "bfloat16",
+              "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096}}
+    facts = facts_from_config("deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct", config, safetensors_bytes=31_420_000_000)
+    catalog = catalog_facts("deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct")
+    assert facts.max_position_embeddings == catalog.max_position_embeddings == 163840
+    assert kv_bytes_per_token(facts) == kv_bytes_per_token(catalog)
+
+
+def test_linear_rope_scaling_multiplies_the_stated_length() -> None:
+    config = {"hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 32,
+              "max_position_embeddings": 4096, "rope_scaling": {"type": "linear", "factor": 2.0}}
+    assert facts_from_config("org/linear", config, 1).max_position_embeddings == 8192

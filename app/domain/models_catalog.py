@@ -4,9 +4,9 @@ The architecture fields (layers, heads, KV heads, head_dim, context, dtype, quan
 published config.json on Hugging Face. Weight sizes are the totals of the published ``.safetensors`` shards as the
 model pages list them, rounded to 0.01 GB (``weight_source="safetensors"``; Qwen2.5-Coder-32B-Instruct-AWQ's
 19.33 GB is the figure in reference/vllm.md); where maider has no shard total the size is estimated from the
-parameter count (``weight_source="estimate"``). Sizing keeps 5 % + 1.5 GB of headroom, so a shard total that is off
-by a few hundred MB does not change a verdict by more than one 1K context step. Any other id is sized live from the
-Hub by ``app.services.model_info``.
+parameter count (``weight_source="estimate"``). A total off by 300 MB moves the largest context that fits by about
+1,100 tokens for a 32B model (256 KiB of KV cache per token). Any other id is sized live from the Hub by
+``app.services.model_info``.
 """
 from __future__ import annotations
 

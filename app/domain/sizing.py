@@ -124,15 +124,19 @@ def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _context_limit(config: Mapping[str, Any]) -> int:
-    """``max_position_embeddings`` scaled by YaRN/linear/dynamic rope scaling when the config enables it."""
+    """The context vLLM derives from the config: ``max_position_embeddings`` scaled as vLLM scales it.
+
+    YaRN: original_max_position_embeddings × factor; linear/dynamic: max_position_embeddings × factor; llama3 and
+    longrope configs already state the extended length in max_position_embeddings.
+    """
     limit = _positive_int(config.get("max_position_embeddings")) or 2048
     rope = config.get("rope_scaling")
     if isinstance(rope, Mapping):
         kind = str(rope.get("rope_type") or rope.get("type") or "")
         factor = rope.get("factor")
-        original = _positive_int(rope.get("original_max_position_embeddings"))
-        if kind in {"yarn", "linear", "dynamic", "longrope"} and isinstance(factor, (int, float)) and factor > 1:
-            limit = max(limit, int((original or limit) * factor))
+        if kind in {"yarn", "linear", "dynamic"} and isinstance(factor, (int, float)) and factor > 1:
+            base = _positive_int(rope.get("original_max_position_embeddings")) if kind == "yarn" else None
+            limit = int((base or limit) * factor)
     return limit
 
 
