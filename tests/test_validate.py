@@ -201,3 +201,10 @@ def test_check_fit_for_the_wizard(home: Path) -> None:
     with pytest.raises(ModelLookupError) as caught:
         check_fit("someone/not-cached", two_ada, 8192, None, hf_token=None, home=home, offline=True)
     assert caught.value.failure is LookupFailure.OFFLINE
+
+
+def test_missing_plan_still_gets_the_cheapest_one_that_fits() -> None:
+    write_env(f"REGION=us-ord\nMODEL_ID={QWEN_32B_AWQ}\n")
+    result = run_validate()
+    assert result.exit_code == 1
+    assert "• cheapest plan that fits 32K: g2-gpu-rtx4000a2-s at $1.05/h (tensor parallel 2)" in result.output

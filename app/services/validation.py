@@ -149,6 +149,8 @@ def _size(report: ValidationReport, settings: Settings, facts: ModelFacts, regio
                                        settings.kv_cache_dtype)
     plan = report.plan
     if plan is None:
+        if settings.plan is None:
+            report.notes.append(cheapest_fit_hint(report.recommendations, wanted, region))
         return
     if plan.gpu is None:
         report.notes.append(f"maider does not know the GPU of plan {plan.id}: the VRAM fit was not checked")
