@@ -117,6 +117,14 @@ def same_key(a: paramiko.PKey, b: paramiko.PKey) -> bool:
     return a.get_name() == b.get_name() and hmac.compare_digest(a.asbytes(), b.asbytes())
 
 
+def close_channel(channel: paramiko.Channel) -> None:
+    """Close a channel whose transport may already be gone (paramiko then raises from close())."""
+    try:
+        channel.close()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+
+
 class RemoteHost:
     """One pinned SSH transport to one VM, shared by commands, forwards and metrics from several threads."""
 
@@ -213,7 +221,7 @@ class RemoteHost:
         try:
             return self._run_on(channel, command, stdin, timeout)
         finally:
-            channel.close()
+            close_channel(channel)
 
     def _run_on(self, channel: paramiko.Channel, command: str, stdin: bytes | None,
                 timeout: float) -> CommandResult:

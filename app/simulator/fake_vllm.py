@@ -1,6 +1,6 @@
 """A stand-in for vLLM's OpenAI-compatible server: same endpoints, SSE framing, auth rule and /metrics names.
 
-Served by waitress with ``send_bytes=1`` so each SSE chunk leaves at once and token gaps survive the trip. Timing is
+Served by waitress, which flushes each write (``send_bytes`` 1, its default since 3.0), so each SSE chunk leaves at once and token gaps survive the trip. Timing is
 scriptable (time to first token, gap between tokens, reply length) and the counters really count what was served, so
 maider's health poller, idle watchdog and benchmark read honest numbers.
 """
@@ -282,9 +282,9 @@ class LoopbackHttpServer:
     """A WSGI app on 127.0.0.1 (port 0 = any free port) in a background thread, stoppable without leaks."""
 
     def __init__(self, wsgi_app: object, port: int = 0, threads: int = 8) -> None:
+        # waitress 3 flushes every write at once (send_bytes defaults to 1 and passing it is deprecated).
         self._server = waitress.create_server(wsgi_app, host="127.0.0.1", port=port, threads=threads,
-                                              send_bytes=1, channel_timeout=30, clear_untrusted_proxy_headers=True,
-                                              ident="")
+                                              channel_timeout=30, clear_untrusted_proxy_headers=True, ident="")
         self.port: int = self._server.effective_port
         self._thread = threading.Thread(target=self._server.run, name=f"sim-http-{self.port}", daemon=True)
         self._thread.start()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from app.remote import same_key
+from app.remote import close_channel, same_key
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class SshServer:
         except (OSError, ValueError, EOFError, paramiko.SSHException):
             pass  # one side vanished mid-copy (stop, reboot, client gone)
         finally:
-            channel.close()
+            close_channel(channel)
             self._untrack(upstream)
 
     def _run_exec(self, channel: paramiko.Channel, command: str) -> None:
@@ -275,7 +275,7 @@ class SshServer:
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the client went away
         finally:
-            channel.close()
+            close_channel(channel)
 
 
 def _pipe_both_ways(channel: paramiko.Channel, upstream: socket.socket) -> None:

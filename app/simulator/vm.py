@@ -347,13 +347,13 @@ class SimulatedVm:
         if not self._wait(load_s, alive):
             return
         self.vllm_log += vllm_logs.loaded_lines(model, load_s)
+        self.weight_cache.add(model)  # the download is on disk now, whatever happens next
         if failure is not None:
             if failure.stage == "hang":
                 self._wait(float("inf"), alive)
                 return
             self.vllm_log += failure.lines
             return
-        self.weight_cache.add(model)
         config = FakeVllmConfig(model_id=model, served_name=env.get("SERVED_MODEL_NAME") or model,
                                 max_model_len=max_len, api_key=env.get("VLLM_API_KEY", ""),
                                 ttft_s=self.behaviour.ttft_s, itl_s=self.behaviour.itl_s,
