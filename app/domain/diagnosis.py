@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-EVIDENCE_MAX_CHARS = 300
+EVIDENCE_MAX_CHARS = 400
+EVIDENCE_CONTEXT_CHARS = 60  # kept before the match on a long line (the log prefix, the exception type)
 TOKEN_ROUNDING = 1024
 OOM_WARMUP = "warm-up"
 OOM_LOAD = "load"
@@ -188,10 +189,17 @@ class _Hit:
 
 
 def _line_at(text: str, position: int) -> str:
+    """The stripped line holding ``position``; a long line is cut to a window that keeps the match's start."""
     start = text.rfind("\n", 0, position) + 1
     end = text.find("\n", position)
-    line = text[start:end if end >= 0 else len(text)].strip()
-    return line if len(line) <= EVIDENCE_MAX_CHARS else line[:EVIDENCE_MAX_CHARS] + "…"
+    raw = text[start:end if end >= 0 else len(text)]
+    line = raw.strip()
+    if len(line) <= EVIDENCE_MAX_CHARS:
+        return line
+    column = max(0, position - start - (len(raw) - len(raw.lstrip())))
+    cut_from = max(0, min(column - EVIDENCE_CONTEXT_CHARS, len(line) - EVIDENCE_MAX_CHARS))
+    excerpt = line[cut_from:cut_from + EVIDENCE_MAX_CHARS]
+    return ("…" if cut_from else "") + excerpt + ("…" if cut_from + EVIDENCE_MAX_CHARS < len(line) else "")
 
 
 def _oom_phase(text: str, hit: _Hit) -> str | None:
