@@ -1,6 +1,7 @@
 #!/bin/bash
 # maider: pull both images and download the model weights into the Hugging Face cache volume while the
 # NVIDIA driver installs, so the stack starts from warm caches. Best effort: the stack pulls anything missing.
+# Only what vLLM loads is fetched (safetensors, configs, tokenizer), not a repo's .bin or GGUF duplicates.
 set -uo pipefail
 
 set -a
@@ -18,12 +19,15 @@ if [ -n "${PREFETCH_MODEL:-}" ]; then
     if [ -n "${HUGGING_FACE_HUB_TOKEN:-}" ]; then
         export HF_TOKEN="$HUGGING_FACE_HUB_TOKEN"
     fi
+    # Labelled as the compose project's own volume, so compose adopts it instead of warning about a stranger.
+    docker volume create --label com.docker.compose.project={{COMPOSE_PROJECT}} \
+        --label com.docker.compose.volume=hf-cache '{{HF_CACHE_VOLUME}}' >/dev/null
     # The token reaches the container by name (-e HF_TOKEN), never on a command line.
     docker run --rm --name maider-prefetch \
         -e PREFETCH_MODEL -e HF_TOKEN -e HF_XET_HIGH_PERFORMANCE=1 \
         -v '{{HF_CACHE_VOLUME}}:/root/.cache/huggingface' \
         --entrypoint python3 "$VLLM_IMAGE" \
-        -c 'import os; from huggingface_hub import snapshot_download; snapshot_download(os.environ["PREFETCH_MODEL"])' \
+        -c 'import os; from huggingface_hub import snapshot_download; snapshot_download(os.environ["PREFETCH_MODEL"], allow_patterns=["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja"])' \
         || echo "maider: weight prefetch failed; vLLM will download the model itself" >&2
 fi
 echo "maider: prefetch done"

@@ -9,6 +9,9 @@ PREFETCH_MODEL="${2:-}"  # Hugging Face model id whose weights to fetch early; e
 export DEBIAN_FRONTEND=noninteractive
 APT="apt-get -y -q -o DPkg::Lock::Timeout=600"
 
+$APT update
+$APT install ca-certificates curl gnupg ufw
+
 # Firewall first: nothing but SSH comes in (vLLM and Open WebUI listen on 127.0.0.1 only anyway).
 ufw default deny incoming
 ufw default allow outgoing
@@ -16,8 +19,6 @@ ufw allow 22/tcp
 ufw --force enable
 
 # Docker CE and the compose plugin from Docker's own apt repository.
-$APT update
-$APT install ca-certificates curl gnupg
 install -m 0755 -d /etc/apt/keyrings
 curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc
 chmod a+r /etc/apt/keyrings/docker.asc

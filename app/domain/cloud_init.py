@@ -30,6 +30,7 @@ LAUNCHER_IN_CONTAINER = "/opt/maider/launch-vllm.py"
 UNIT_PATH = f"/etc/systemd/system/{vm_contract.SYSTEMD_UNIT}"
 # Fixed volume names so the prefetch container and the compose project share one Hugging Face cache.
 HF_CACHE_VOLUME = "maider-hf-cache"
+COMPOSE_PROJECT = Path(vm_contract.LLM_DIR).name  # compose names the project after the folder of its file
 VLLM_CACHE_VOLUME = "maider-vllm-cache"
 WEBUI_DATA_VOLUME = "maider-webui-data"
 
@@ -46,6 +47,7 @@ _TEMPLATE_VALUES = {
     "START_SCRIPT": START_SCRIPT,
     "PREFETCH_SCRIPT": PREFETCH_SCRIPT,
     "HF_CACHE_VOLUME": HF_CACHE_VOLUME,
+    "COMPOSE_PROJECT": COMPOSE_PROJECT,
 }
 
 
