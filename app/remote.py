@@ -247,8 +247,8 @@ class RemoteHost:
                     raise CommandTimeout(f"'{command}' did not finish within {timeout:g} s", command, timeout)
                 select.select([wake], [], [], min(remaining, READ_SLICE.total_seconds()))
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshUnreachable(f"connection to {self.host}:{self.port} lost while running a command {exc!r}"
-                                 f"({type(exc).__name__})") from None
+            raise SshUnreachable(f"connection to {self.host}:{self.port} lost while running a command "
+                                 f"({type(exc).__name__}: {exc})") from None
         exit_code = channel.recv_exit_status() if channel.exit_status_ready() else -1
         return CommandResult(exit_code, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
 

@@ -213,8 +213,10 @@ class _Tunnel:
             client.close()
 
     def _open_channel(self, spec: ForwardSpec) -> paramiko.Channel | None:
-        if not self.up.wait(WAIT_FOR_TRANSPORT.total_seconds()):
-            return None
+        deadline = time.monotonic() + WAIT_FOR_TRANSPORT.total_seconds()
+        while not self.up.wait(0.1):  # reconnecting: hold the connection briefly; down: refuse at once
+            if self.state == "down" or self.closed.is_set() or time.monotonic() > deadline:
+                return None
         remote = self.remote
         if remote is None:
             return None

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PIPE_CHUNK = 65536
 ACCEPT_POLL_S = 0.1  # how often a connection loop re-checks that it is still wanted (bounds stop())
+HOLD_POLL_S = 0.1  # a held session (pty) re-checks this often whether its client closed it
 STDIN_EOF_WAIT_S = 0.5  # longest wait for a client to close stdin before a command runs  # how often an idle accept loop re-checks that the server is still wanted
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -203,6 +204,7 @@ class SshServer:
                 transport.start_server(server=interface)
             except (paramiko.SSHException, EOFError, OSError):
                 return
+            sessions: list[paramiko.Channel] = []
             while transport.is_active() and not self._stopped.is_set():
                 channel = transport.accept(ACCEPT_POLL_S)
                 if channel is None:
@@ -213,7 +215,10 @@ class SshServer:
                         self._spawn(self._pipe, channel, upstream, name="sim-sshd-forward")
                     else:
                         _close_quietly(upstream)
-                # session channels are driven by their exec/pty/shell requests
+                else:
+                    # Session channels are driven by their exec/pty/shell requests. paramiko holds channels
+                    # weakly and closes them when collected, so the connection keeps them until they close.
+                    sessions = [c for c in sessions if not c.closed] + [channel]
         finally:
             transport.close()
             with self._lock:
@@ -262,9 +267,9 @@ class SshServer:
             result = ExecResult(1, "", "internal error in the simulated VM\n")
         try:
             if result.hold:
-                while not channel.closed and not self._stopped.is_set():
-                    if not channel.recv(PIPE_CHUNK):  # pty input is ignored; EOF or close ends the session
-                        break
+                while not channel.closed and not self._stopped.is_set():  # like `sleep infinity`: input is
+                    if not channel.recv(PIPE_CHUNK):  # ignored and only the client's close ends it
+                        channel.status_event.wait(HOLD_POLL_S)
                 return
             if result.stdout:
                 channel.sendall(result.stdout.encode())
