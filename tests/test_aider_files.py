@@ -90,3 +90,12 @@ def test_command_quotes_hostile_paths(tmp_path: Path) -> None:
     result = subprocess.run(["bash", "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert result.stdout == f"--model|openai/coder|--model-metadata-file|{folder / METADATA_FILENAME}|"
     assert not (tmp_path / "pwned").exists()
+
+
+def test_the_cli_can_read_the_file_back() -> None:
+    """``maider up --launch-aider`` reads .aider-env with vllm_env.parse_env before exec'ing aider."""
+    from app.domain.vllm_env import parse_env
+
+    values = parse_env(aider_env_file(18001, 13001, HOSTILE_KEY, "coder", "s1"))
+    assert values["OPENAI_API_KEY"] == HOSTILE_KEY
+    assert values["AIDER_MODEL"] == "openai/coder"

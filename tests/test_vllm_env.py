@@ -90,6 +90,12 @@ def test_parse_env_tolerates_comments_exports_and_quote_styles() -> None:
     assert parse_env(text) == {"A": "x y", "B": 'say "hi" $HOME', "C": "plain", "D": "spaced"}
 
 
+def test_parse_env_reads_a_sourced_file_with_shell_escaped_quotes() -> None:
+    """``.aider-env`` writes ``'\\''`` for a quote; the CLI reads it back with parse_env."""
+    assert parse_env("export OPENAI_API_KEY='it'\\''s # not a comment' # a comment\n") == {
+        "OPENAI_API_KEY": "it's # not a comment"}
+
+
 def test_update_env_changes_the_value_and_keeps_unknown_keys_and_comments() -> None:
     text = _env() + "# added by hand\nCUSTOM_FLAG='keep me'\n"
     updated = update_env(text, {"VLLM_MAX_MODEL_LEN": "5120"})

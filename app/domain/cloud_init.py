@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
+from app import PROJECT_ROOT
 from app.domain import vm_contract
 from app.domain.vllm_env import DEFAULT_NVIDIA_DRIVER, Images
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "cloud_init"
+TEMPLATE_DIR = PROJECT_ROOT / "cloud_init"
 
 START_SCRIPT = f"{vm_contract.LLM_DIR}/start-stack.sh"
 PREFETCH_SCRIPT = f"{vm_contract.LLM_DIR}/prefetch.sh"

@@ -129,9 +129,14 @@ def render_env(vllm: VllmSettings, api_key: str, hf_token: str | None, webui_sec
 
 
 def _unquote(raw: str) -> str:
-    """One value as a shell would read it: 'literal', "with \\ escapes", or bare with a trailing # comment."""
-    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
-        return raw[1:-1]
+    """One value as a shell would read it: 'literal' (also 'it'\\''s'), "with \\ escapes", or bare with a # comment."""
+    if raw.startswith("'"):
+        try:
+            words = shlex.split(raw, comments=True)
+        except ValueError:
+            words = []
+        if len(words) == 1:
+            return words[0]
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
         return re.sub(r'\\([\\"$`])', r"\1", raw[1:-1])
     return re.split(r"\s+#", raw, maxsplit=1)[0].strip()
