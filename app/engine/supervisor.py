@@ -17,7 +17,6 @@ from app.extensions import db
 
 log = logging.getLogger(__name__)
 
-TICK = timedelta(seconds=1)
 JITTER = 0.2  # fraction of the tick added at random, so loops do not fire in lockstep
 
 
@@ -26,7 +25,7 @@ class Supervisor:
 
     def __init__(self, app: Flask, loops: dict[str, tuple[Callable[[Flask], object], timedelta]] | None = None) -> None:
         self.app = app
-        self.loops = loops if loops is not None else default_loops()
+        self.loops = loops if loops is not None else default_loops(app)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -38,9 +37,13 @@ class Supervisor:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loops, then close tunnels and SSH connections (VMs keep running; a restart reattaches)."""
+        from app.engine.runtime import runtime
+
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
+        runtime(self.app).close()
 
     def _run(self, name: str, func: Callable[[Flask], object], interval: timedelta) -> None:
         while not self._stop.is_set():
@@ -55,6 +58,19 @@ class Supervisor:
             self._stop.wait(interval.total_seconds() * (1 + random.random() * JITTER))
 
 
-def default_loops() -> dict[str, tuple[Callable[[Flask], object], timedelta]]:
+PROVISION_THREADS = 3  # one slow step (an SSH timeout) must not hold up every other session
+
+
+def default_loops(app: Flask) -> dict[str, tuple[Callable[[Flask], object], timedelta]]:
     """The workers ``maider serve`` runs."""
-    return {}
+    from app.engine import monitor, provision, reconcile, watchdog
+    from app.engine.runtime import runtime
+
+    timings = runtime(app).timings
+    loops: dict[str, tuple[Callable[[Flask], object], timedelta]] = {
+        f"provision-{n}": (provision.run_once, timedelta(milliseconds=500)) for n in range(1, PROVISION_THREADS + 1)
+    }
+    loops["monitor"] = (monitor.run_once, timings.health_interval)
+    loops["watchdog"] = (watchdog.run_once, timedelta(seconds=20))
+    loops["reconcile"] = (reconcile.run_once, timings.reconcile_interval)
+    return loops

@@ -1,15 +1,28 @@
-"""Session use cases: list, look up, and summarise sessions for the panel, the API and the CLI."""
+"""Session use cases: request a launch, destroy, switch model, extend; list and summarise sessions.
+
+Services only write rows and events; the workers in ``app.engine`` do the cloud and SSH I/O. Rules (names, allowed
+moves, fit) live here so the panel, the API and the CLI obey the same ones.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
+from app.config import Settings, load_settings
 from app.domain.cost import accrued_cost, runtime
-from app.errors import NotFoundError
+from app.engine.state import record_event, transition
+from app.errors import NotFoundError, UserError
 from app.extensions import db
-from app.models import Session, SessionState, utcnow
+from app.models import OrphanInstance, Reason, Session, SessionState, utcnow
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# In demo mode a launch works with no configuration at all.
+DEMO_DEFAULTS = {"region": "us-ord", "plan": "g2-gpu-rtx4000a1-s", "model_id": "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"}
 
 
 @dataclass(frozen=True)
@@ -21,10 +34,33 @@ class SessionCost:
 @dataclass(frozen=True)
 class Overview:
     sessions: list[Session]  # live sessions (not destroyed), newest first
+    orphans: list[OrphanInstance]  # maider-tagged VMs no session owns
     burn_rate: float  # USD/h of every VM that may be running now
     spent_today: float  # estimated USD accrued since 00:00 UTC, live and destroyed sessions
     spent_total: float  # estimated USD over all history
     now: datetime
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What the user asked for; None fields come from the project's settings (.env)."""
+
+    workdir: str
+    name: str | None = None
+    actor: str = "local"
+    region: str | None = None
+    plan: str | None = None
+    model_id: str | None = None
+    served_name: str | None = None
+    max_model_len: int | None = None
+    tensor_parallel_size: int | None = None
+    keep_on_failure: bool = False
+
+
+def is_vm_alive(session: Session) -> bool:
+    """A VM may exist (and bill) for this session."""
+    return session.state.may_cost_money() and session.destroyed_at is None and (
+        session.instance_id is not None or session.state.is_launching() or session.state == SessionState.DESTROYING)
 
 
 def session_cost(session: Session, now: datetime | None = None) -> SessionCost:
@@ -35,35 +71,187 @@ def session_cost(session: Session, now: datetime | None = None) -> SessionCost:
 
 
 def get_session(name: str) -> Session:
-    """Load a session by name or raise NotFoundError."""
-    session = db.session.scalar(sa.select(Session).where(Session.name == name))
+    """The live session with this name, else the newest destroyed one; NotFoundError if none."""
+    session = db.session.scalar(
+        sa.select(Session).where(Session.name == name)
+        .order_by((Session.status == SessionState.DESTROYED.value), Session.id.desc()).limit(1))
     if session is None:
-        raise NotFoundError(f"no session named '{name}'")
+        raise NotFoundError(f"no session named '{name}' (see 'maider list')")
     return session
 
 
 def live_sessions() -> list[Session]:
     """Every session that is not destroyed, newest first."""
     return list(db.session.scalars(
-        sa.select(Session).where(Session.status != SessionState.DESTROYED.value).order_by(Session.id.desc())
-    ))
+        sa.select(Session).where(Session.status != SessionState.DESTROYED.value).order_by(Session.id.desc())))
+
+
+def history(limit: int = 200) -> list[Session]:
+    """Finished sessions (destroyed, or failed with the VM gone), newest first."""
+    return list(db.session.scalars(
+        sa.select(Session).where(Session.destroyed_at.is_not(None)).order_by(Session.destroyed_at.desc())
+        .limit(limit)))
 
 
 def dashboard_overview(now: datetime | None = None) -> Overview:
-    """Live sessions and money totals for the dashboard."""
+    """Live sessions, orphans and money totals for the dashboard."""
     now = now or utcnow()
-    live = live_sessions()
-    burn = sum(s.hourly_price for s in live if s.state.may_cost_money() and s.instance_id)
+    live = [s for s in live_sessions() if not (s.state == SessionState.FAILED and s.destroyed_at is not None)]
+    burn = sum(s.hourly_price for s in live if is_vm_alive(s) and s.instance_id)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    spent_today = 0.0
-    spent_total = 0.0
+    spent_today = spent_total = 0.0
     for session in db.session.scalars(sa.select(Session).where(Session.instance_id.is_not(None))):
         started = session.billing_started_at
         if started is None:
             continue
         spent_total += session_cost(session, now).cost
-        today_start = max(started, midnight)
-        today_elapsed = runtime(today_start, session.destroyed_at, now)
         if session.destroyed_at is None or session.destroyed_at > midnight:
-            spent_today += accrued_cost(session.hourly_price, today_elapsed)
-    return Overview(live, burn, spent_today, spent_total, now)
+            spent_today += accrued_cost(session.hourly_price, runtime(max(started, midnight), session.destroyed_at,
+                                                                      now))
+    orphans = list(db.session.scalars(sa.select(OrphanInstance).order_by(OrphanInstance.first_seen_at)))
+    return Overview(live, orphans, burn, spent_today, spent_total, now)
+
+
+def _name_for(model_id: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", model_id.split("/")[-1].lower()).strip("-")[:24].strip("-") or "session"
+    taken = set(db.session.scalars(sa.select(Session.name).where(Session.name.like(f"{base}-%"))))
+    number = 1
+    while f"{base}-{number}" in taken:
+        number += 1
+    return f"{base}-{number}"
+
+
+def _effective_settings(request: LaunchRequest, demo: bool) -> Settings:
+    settings = load_settings(request.workdir)
+    overrides = {k: v for k, v in {
+        "region": request.region, "plan": request.plan, "model_id": request.model_id,
+        "served_model_name": request.served_name, "max_model_len": request.max_model_len,
+        "tensor_parallel_size": request.tensor_parallel_size,
+    }.items() if v is not None}
+    if demo:
+        overrides["provider"] = "simulated"
+        for attr, value in DEMO_DEFAULTS.items():
+            if getattr(settings, attr) is None and attr not in overrides:
+                overrides[attr] = value
+    return replace(settings, **overrides)
+
+
+def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, provider=None) -> Session:
+    """Validate the request (config, plan in region, model fits) and queue the launch; no VM exists yet."""
+    from flask import current_app
+
+    from app.engine.runtime import runtime
+    from app.services.validation import validate_launch
+
+    settings = _effective_settings(request, demo)
+    name = request.name or _name_for(settings.model_id or "session")
+    if not NAME_RE.match(name):
+        raise UserError(f"'{name}' is not a valid session name: use lower-case letters, digits and dashes "
+                        "(at most 40, starting with a letter or digit)")
+    existing = db.session.scalar(sa.select(Session).where(
+        Session.name == name, Session.status != SessionState.DESTROYED.value, Session.destroyed_at.is_(None)))
+    if existing is not None:
+        raise UserError(f"a session named '{name}' already exists ({existing.state.label}); pick another name "
+                        f"or destroy it first")
+    provider = provider or runtime(current_app._get_current_object()).provider(settings.provider, request.workdir)
+    report = validate_launch(settings, provider, home)
+    if not report.ok:
+        raise UserError("cannot launch: " + "; ".join(str(p) for p in report.problems))
+    plan = report.plan
+    fit = report.fit
+    tp = settings.tensor_parallel_size or (fit.tp if fit is not None and getattr(fit, "tp", None) else plan.gpus)
+    dtype = settings.dtype
+    if dtype == "auto" and fit is not None and fit.dtype_flag:
+        dtype = fit.dtype_flag
+    uid = uuid.uuid4().hex
+    session = Session(
+        uid=uid, name=name, provider=settings.provider, label=f"maider-{uid[:12]}", region=settings.region,
+        plan=plan.id, gpus=plan.gpus, gpu_name=plan.gpu.name if plan.gpu else None, model_id=settings.model_id,
+        served_name=settings.served_model_name, hourly_price=plan.hourly_price, workdir=request.workdir,
+        keep_on_failure=request.keep_on_failure, created_by=request.actor, budget_usd=settings.budget_usd,
+        idle_timeout_minutes=settings.watchdog_timeout_minutes if settings.watchdog_enabled else None,
+        max_lifetime_hours=settings.max_lifetime_hours,
+        vllm_config={
+            "max_model_len": settings.max_model_len, "gpu_memory_utilization": settings.gpu_memory_utilization,
+            "max_num_seqs": settings.max_num_seqs, "tensor_parallel_size": tp, "dtype": dtype,
+            "kv_cache_dtype": settings.kv_cache_dtype, "enforce_eager": False, "extra_args": settings.extra_args,
+        },
+    )
+    db.session.add(session)
+    record_event(session, "action", f"launch requested: {session.model_id} on {plan.id} in {session.region} "
+                                    f"at ${plan.hourly_price:.2f}/h", actor=request.actor)
+    for note in report.notes:
+        record_event(session, "note", note, actor="maider")
+    db.session.commit()
+    return session
+
+
+def request_destroy(name: str, actor: str = "local") -> Session:
+    """Ask the workers to destroy the session's VM (they confirm the deletion before marking it destroyed)."""
+    session = get_session(name)
+    if session.state == SessionState.DESTROYED or (session.state == SessionState.FAILED and session.destroyed_at):
+        raise UserError(f"session '{name}' is already destroyed")
+    if session.state != SessionState.DESTROYING:
+        session.destroy_requested_at = utcnow()
+        session.engine_state = {**(session.engine_state or {}), "destroy_requested_by": actor}
+        record_event(session, "action", "destroy requested", actor=actor)
+        db.session.commit()
+    return session
+
+
+def extend(name: str, actor: str = "local") -> Session:
+    """Reset the idle watchdog's timer."""
+    session = get_session(name)
+    if session.state != SessionState.READY:
+        raise UserError(f"session '{name}' is {session.state.label.lower()}; only a ready session can be extended")
+    session.last_activity_at = utcnow()
+    session.watchdog_warned_at = None
+    record_event(session, "action", "watchdog timer reset (extend)", actor=actor)
+    db.session.commit()
+    return session
+
+
+def switch_model(name: str, model_id: str, *, home: Path, max_model_len: int | None = None,
+                 tensor_parallel_size: int | None = None, actor: str = "local") -> Session:
+    """Check the new model fits this VM, then queue the switch (only the vLLM container is recreated)."""
+    from app.services.validation import check_switch
+
+    session = get_session(name)
+    vm_kept = session.state == SessionState.FAILED and session.destroyed_at is None and session.instance_id
+    if session.state != SessionState.READY and not vm_kept:
+        raise UserError(f"session '{name}' is {session.state.label.lower()}; switch models once it is ready")
+    config = dict(session.vllm_config or {})
+    context = max_model_len or int(config.get("max_model_len", 32768))
+    tp = tensor_parallel_size or int(config.get("tensor_parallel_size", session.gpus))
+    settings = load_settings(session.workdir) if session.workdir else load_settings()
+    fit = check_switch(session, model_id, context, tp, settings, home)
+    config.update({"max_model_len": context, "tensor_parallel_size": tp,
+                   "dtype": fit.dtype_flag or "auto" if fit is not None else config.get("dtype", "auto"),
+                   "enforce_eager": False})
+    previous = session.model_id
+    session.model_id = model_id
+    session.vllm_config = config
+    session.engine_state = {**(session.engine_state or {}), "switch_applied": False}
+    transition(session, SessionState.SWITCHING_MODEL, actor=actor, message=f"{previous} → {model_id}")
+    record_event(session, "action", f"switch model requested: {previous} → {model_id} at {context:,} tokens",
+                 actor=actor)
+    db.session.commit()
+    return session
+
+
+def events_for(session: Session, after_id: int = 0, limit: int = 500):
+    """The session's events after ``after_id``, oldest first."""
+    from app.models import Event
+
+    return list(db.session.scalars(sa.select(Event).where(Event.session_id == session.id, Event.id > after_id)
+                                   .order_by(Event.id).limit(limit)))
+
+
+def mark_gone(session: Session, reason: Reason, message: str, actor: str) -> None:
+    """Record that the VM no longer exists (confirmed by the provider, or by the user with --force)."""
+    session.destroyed_at = session.destroyed_at or utcnow()
+    if session.state not in (SessionState.DESTROYED, SessionState.FAILED):
+        if session.state != SessionState.DESTROYING:
+            transition(session, SessionState.DESTROYING, reason=reason, message=message, actor=actor)
+        transition(session, SessionState.DESTROYED, reason=reason, message=message, actor=actor)
+    record_event(session, "action", message, actor=actor)

@@ -1,0 +1,48 @@
+"""Claiming session rows so that exactly one worker thread works on a session at a time.
+
+SQLite has no ``SELECT ... FOR UPDATE SKIP LOCKED`` (SQLAlchemy silently drops ``with_for_update`` there), so a claim
+is a compare-and-swap UPDATE on a lease column; the claimer proceeds only when it changed exactly one row. A lease
+expires, so a thread that died mid-step never blocks a session for good.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Session
+
+LEASE = timedelta(minutes=2)
+
+
+def try_claim(session_id: int, now: datetime, lease: timedelta = LEASE) -> str | None:
+    """Claim a session for one step; return the lease token, or None if another worker holds it."""
+    token = secrets.token_hex(8)
+    result = db.session.execute(
+        sa.update(Session)
+        .where(Session.id == session_id)
+        .where(sa.or_(Session.lease_expires_at.is_(None), Session.lease_expires_at < now))
+        .values(lease_token=token, lease_expires_at=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return token if result.rowcount == 1 else None
+
+
+def still_holds(session: Session, token: str) -> bool:
+    """True while ``token`` is the session's lease (re-read from the database)."""
+    current = db.session.scalar(sa.select(Session.lease_token).where(Session.id == session.id))
+    return current == token
+
+
+def release(session_id: int, token: str, processed_at: datetime) -> None:
+    """Give the lease back (only if still ours) and stamp the processing time."""
+    db.session.execute(
+        sa.update(Session)
+        .where(Session.id == session_id, Session.lease_token == token)
+        .values(lease_token=None, lease_expires_at=None, last_processed_at=processed_at)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()

@@ -1,0 +1,114 @@
+"""Cleanup and orphans: reconcile local sessions with what the provider says exists.
+
+Only a provider's 404 removes a session's VM from the books; an unreachable API changes nothing. ``--force`` is the
+user's word that they deleted a VM by hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app.config import load_settings
+from app.engine.state import record_event
+from app.errors import NotFoundError, UserError
+from app.extensions import db
+from app.models import OrphanInstance, Reason, Session, SessionState
+from app.providers import get_provider
+from app.providers.base import NotFound, ProviderError
+from app.services import sessions as sessions_service
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    removed: list[str]  # sessions whose VM the provider confirmed gone
+    kept: list[tuple[str, str]]  # (session, why it was kept)
+
+
+def cleanup(home: Path, *, session_name: str | None = None, force: bool = False, actor: str = "local",
+            provider_factory=get_provider) -> CleanupResult:
+    """Forget sessions whose VMs are gone; with ``force`` and a name, trust the user that it was deleted by hand."""
+    if force and not session_name:
+        raise UserError("--force needs --session NAME: maider never forgets every VM at once")
+    if session_name:
+        candidates = [sessions_service.get_session(session_name)]
+    else:
+        candidates = [s for s in sessions_service.live_sessions()
+                      if s.destroyed_at is None and s.state not in (SessionState.DESTROYING,)]
+    removed: list[str] = []
+    kept: list[tuple[str, str]] = []
+    for session in candidates:
+        if session.destroyed_at is not None:
+            kept.append((session.name, "already destroyed"))
+            continue
+        if force:
+            sessions_service.mark_gone(session, Reason.FORCED_CLEANUP,
+                                       f"removed from maider's books by {actor} (--force): VM deleted by hand", actor)
+            removed.append(session.name)
+            continue
+        if session.instance_id is None:
+            kept.append((session.name, "no VM id yet (still launching)"))
+            continue
+        settings = load_settings(session.workdir) if session.workdir else load_settings()
+        try:
+            provider_factory(session.provider, settings, home).get(session.instance_id)
+        except NotFound:
+            sessions_service.mark_gone(session, Reason.VANISHED,
+                                       f"the provider confirmed VM {session.instance_id} no longer exists", actor)
+            removed.append(session.name)
+            continue
+        except ProviderError as exc:
+            kept.append((session.name, f"could not ask the provider ({exc}); kept"))
+            continue
+        kept.append((session.name, "VM still exists"))
+    db.session.commit()
+    return CleanupResult(removed, kept)
+
+
+def _orphan(orphan_id: int) -> OrphanInstance:
+    orphan = db.session.get(OrphanInstance, orphan_id)
+    if orphan is None:
+        raise NotFoundError(f"no orphan VM #{orphan_id} (it may already be handled)")
+    return orphan
+
+
+def _session_for_orphan(orphan: OrphanInstance, state: SessionState, actor: str, message: str) -> Session:
+    import uuid
+
+    uid = uuid.uuid4().hex
+    session = Session(uid=uid, name=f"orphan-{orphan.instance_id}"[:40], provider=orphan.provider,
+                      instance_id=orphan.instance_id, label=orphan.label, region=orphan.region, plan=orphan.plan,
+                      model_id="unknown", served_name="unknown", hourly_price=orphan.hourly_price,
+                      provider_created_at=orphan.provider_created_at, created_by=actor, status=state.value,
+                      status_message=message)
+    if state == SessionState.DESTROYING:
+        session.status_reason = Reason.USER_REQUESTED.value
+    db.session.add(session)
+    db.session.delete(orphan)
+    record_event(session, "action", message, actor=actor)
+    return session
+
+
+def adopt_orphan(orphan_id: int, actor: str = "local") -> Session:
+    """Track an orphan VM as a session so its cost shows and it can be destroyed from maider."""
+    orphan = _orphan(orphan_id)
+    session = _session_for_orphan(
+        orphan, SessionState.FAILED, actor,
+        f"adopted VM {orphan.instance_id}: maider does not hold its keys, so it cannot reach its services; "
+        "destroy it when you no longer need it")
+    session.status_reason = Reason.LAUNCH_FAILED.value
+    db.session.commit()
+    return session
+
+
+def destroy_orphan(orphan_id: int, actor: str = "local") -> Session:
+    """Destroy an orphan VM; it is tracked as a session until the provider confirms the deletion."""
+    orphan = _orphan(orphan_id)
+    session = _session_for_orphan(orphan, SessionState.DESTROYING, actor, f"destroying orphan VM {orphan.instance_id}")
+    db.session.commit()
+    return session
+
+
+def orphans() -> list[OrphanInstance]:
+    return list(db.session.scalars(sa.select(OrphanInstance).order_by(OrphanInstance.first_seen_at)))

@@ -1,0 +1,48 @@
+"""Helpers for engine tests: run the workers' ``run_once`` functions in the test thread until a condition holds."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flask import Flask
+
+from app.engine import monitor, provision
+from app.extensions import db
+from app.models import Session, SessionState
+
+FAST_TIMINGS = {"poll_first": 0.05, "poll_max": 0.25, "destroy_retry_max": 0.2, "ssh_connect_timeout": 2,
+                "http_timeout": 2}
+
+
+def drive(app: Flask, name: str, until: Callable[[Session], bool], timeout: float = 30.0,
+          with_monitor: bool = False) -> Session:
+    """Advance sessions step by step (as the supervisor's threads would) until ``until(session)`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with app.app_context():
+            provision.run_once(app)
+            if with_monitor:
+                monitor.run_once(app)
+            session = db.session.scalar(db.select(Session).where(Session.name == name)
+                                        .order_by(Session.id.desc()).limit(1))
+            if session is not None and until(session):
+                db.session.expunge(session)
+                return session
+            state = session.status if session is not None else "missing"
+            message = session.status_message if session is not None else ""
+            db.session.remove()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"session {name} stuck in {state}: {message}")
+        time.sleep(0.03)
+
+
+def in_state(*states: SessionState) -> Callable[[Session], bool]:
+    values = {s.value for s in states}
+    return lambda session: session.status in values
+
+
+def write_project(workdir: Path, env: str, secrets: str = "") -> None:
+    (workdir / ".env").write_text(env)
+    if secrets:
+        (workdir / ".env.secrets").write_text(secrets)

@@ -1,0 +1,105 @@
+"""The Linode path end to end: the real linode_api4 SDK against a fake Linode API, and a simulated VM configured by
+the very cloud-config maider sent, reached over real SSH with the host key maider generated and pinned."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from fakes.linode_api import FakeLinodeApi
+
+from app.engine.identity import load_identity
+from app.extensions import db
+from app.models import Session, SessionState
+from app.providers.linode import LinodeProvider
+from app.services import sessions as sessions_service
+from app.simulator.vm import VmBehaviour, vm_from_user_data
+from engine_helpers import FAST_TIMINGS, drive, in_state, write_project
+
+TOKEN = "linode-test-token-planted"
+
+
+@pytest.fixture
+def linode_world(app, tmp_path):
+    """A fake Linode whose create call boots a simulated VM from the submitted user data."""
+    api = FakeLinodeApi(token=TOKEN)
+    api.start()
+    provider = LinodeProvider(TOKEN, base_url=api.base_url, sleep=lambda _s: None)
+    vms = []
+    behaviour = {"value": VmBehaviour.fast()}
+
+    def on_create(body):
+        vm = vm_from_user_data(body["user_data"], behaviour["value"])
+        vm.start()
+        vms.append(vm)
+        provider.ssh_port = vm.ssh_port  # the VM's sshd, published on a loopback port
+        return None
+
+    api.on_create = on_create
+    app.config["MAIDER_PROVIDER_FACTORY"] = lambda name, settings, home: provider
+    app.config["MAIDER_TIMINGS"] = FAST_TIMINGS
+    workdir = Path(app.config["MAIDER_WORKDIR"])
+    write_project(workdir, "REGION=us-ord\nTYPE=g2-gpu-rtx4000a1-s\nMODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct-AWQ\n"
+                           "VLLM_MAX_MODEL_LEN=8192\n", f"LINODE_TOKEN={TOKEN}\n")
+    yield {"api": api, "provider": provider, "vms": vms, "behaviour": behaviour, "workdir": workdir}
+    from app.engine.runtime import runtime
+
+    runtime(app).close()
+    for vm in vms:
+        vm.stop()
+    api.stop()
+
+
+def _launch(app, name, workdir, **kwargs):
+    with app.app_context():
+        request = sessions_service.LaunchRequest(workdir=str(workdir), name=name, **kwargs)
+        session = sessions_service.request_launch(request, home=Path(app.config["MAIDER_HOME"]))
+        return session.name
+
+
+def test_launch_to_ready_then_destroy_with_one_create_and_one_delete(app, linode_world):
+    api, workdir = linode_world["api"], linode_world["workdir"]
+    name = _launch(app, "e2e", workdir)
+    ready = drive(app, name, in_state(SessionState.READY, SessionState.FAILED))
+    assert ready.status == "ready", ready.status_message
+    assert ready.instance_id is not None and ready.api_port and ready.webui_port
+    assert ready.hourly_price == pytest.approx(0.52)
+
+    with app.app_context():
+        key = load_identity(Path(app.config["MAIDER_HOME"]), ready.uid).api_key
+    models = httpx.get(f"http://127.0.0.1:{ready.api_port}/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert models.status_code == 200
+    assert [m["id"] for m in models.json()["data"]] == ["coder"]
+    assert httpx.get(f"http://127.0.0.1:{ready.api_port}/v1/models").status_code == 401
+
+    env_file = (workdir / ".aider-env").read_text()
+    assert f"OPENAI_API_BASE='http://127.0.0.1:{ready.api_port}/v1'" in env_file
+    assert (workdir / ".aider-env").stat().st_mode & 0o777 == 0o600
+
+    with app.app_context():
+        sessions_service.request_destroy(name, actor="tester")
+    gone = drive(app, name, in_state(SessionState.DESTROYED))
+    assert gone.destroyed_at is not None
+    assert api.count("POST", "/v4/linode/instances") == 1
+    assert api.count("DELETE", f"/v4/linode/instances/{gone.instance_id}") == 1
+    assert not api.instances
+    with app.app_context():
+        kinds = [e.message for e in db.session.get(Session, gone.id).events if e.kind == "state"]
+    assert kinds[0].startswith("Requested → Creating VM") and kinds[-1].startswith("Destroying → Destroyed")
+    assert "Rebooting" in " ".join(kinds)  # the fresh VM needed a reboot for its driver
+
+
+def test_no_secret_reaches_database_or_logs(app, linode_world, caplog):
+    caplog.set_level("DEBUG")
+    name = _launch(app, "secrets", linode_world["workdir"])
+    ready = drive(app, name, in_state(SessionState.READY, SessionState.FAILED))
+    assert ready.status == "ready", ready.status_message
+    with app.app_context():
+        key = load_identity(Path(app.config["MAIDER_HOME"]), ready.uid).api_key
+    database = Path(app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"))
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    raw = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+    assert TOKEN.encode() not in raw and key.encode() not in raw
+    assert TOKEN not in caplog.text and key not in caplog.text
