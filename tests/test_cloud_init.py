@@ -62,9 +62,10 @@ def _file(config: dict, path: str) -> dict:
 
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="cloud-init is not installed (Debian package)")
-def test_user_data_passes_cloud_init_schema(user_data: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("overrides", [{}, {"hostname": None, "model_id": None}])
+def test_user_data_passes_cloud_init_schema(overrides: dict[str, None], tmp_path: Path) -> None:
     path = tmp_path / "user-data.yaml"
-    path.write_text(user_data)
+    path.write_text(render_user_data(_inputs(**overrides)))
     result = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Valid cloud-config" in result.stdout
