@@ -1,14 +1,31 @@
 """The demo cloud: Linode's GPU catalog, with VMs simulated on this laptop.
 
 Used by ``maider serve --demo`` and by tests. Regions and plans mirror Linode's public GPU offer so every screen looks
-real; nothing here costs money.
+real; nothing here costs money. Each instance is a ``SimulatedVm`` (``app.simulator``) configured only by the
+cloud-config maider sent, like a real VM. Instance records live in ``<home>/simulated/instances.json`` (0600: the
+cloud-config holds the VM's keys and .env) so a restarted maider still sees its instances; a VM whose process is gone
+is booted again on first sight, already configured, as if the laptop had slept.
+
+Demo failures, for people trying the panel: a model id containing one of ``DEMO_FAILURES``' keys (e.g.
+``Qwen/Qwen2.5-Coder-7B-Instruct-demo-fail-kv``) makes that VM fail the way the key says. Tests script any behaviour
+with ``SimulatedProvider(home, behaviour_for=...)``.
 """
 from __future__ import annotations
 
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from app.domain.gpu_catalog import gpu_for_plan
-from app.providers.base import GpuPlan, Instance, InstanceSpec, Region
+from app.domain.gpu_catalog import QUADRO_RTX6000, gpu_for_plan
+from app.providers.base import (OWNER_TAG, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest,
+                                NotFound, Region)
+from app.domain.vllm_env import parse_env
+from app.simulator.vm import SimulatedVm, VmBehaviour, read_cloud_config
 
 _ADA_REGIONS = ("us-ord", "de-fra-2", "jp-osa", "fr-par", "us-sea", "sg-sin-2")
 _TURING_REGIONS = ("us-east", "us-southeast", "eu-central", "ap-west", "ap-south")
@@ -56,13 +73,52 @@ def simulated_plans(region: str | None = None) -> list[GpuPlan]:
     return plans
 
 
+
+# model-id fragment -> how the demo VM fails (see VmBehaviour)
+DEMO_FAILURES: dict[str, dict[str, Any]] = {
+    "demo-fail-kv": {"vllm_failure": "kv_too_small", "fitting_len": 8192},
+    "demo-fail-oom": {"vllm_failure": "warmup_oom"},
+    "demo-fail-bf16": {"vllm_failure": "bf16_turing"},
+    "demo-fail-gated": {"vllm_failure": "gated"},
+    "demo-fail-never": {"vllm_failure": "never_ready"},
+    "demo-fail-cloud-init": {"cloud_init_error": True},
+    "demo-fail-ssh": {"ssh_never": True},
+}
+FIRST_INSTANCE_ID = 70_000_001
+
+# VMs run in this process and are shared by every provider object on the same home (the registry builds a new
+# provider per use): (home, instance id) -> VM.
+_VMS: dict[tuple[str, str], SimulatedVm] = {}
+_VMS_LOCK = threading.RLock()
+
+
+def demo_behaviour(spec: InstanceSpec) -> VmBehaviour:
+    """Demo timings, the plan's GPUs, and a failure when the model id asks for one."""
+    plan = next((p for p in simulated_plans() if p.id == spec.plan), None)
+    gpu = plan.gpu if plan else None
+    turing = gpu == QUADRO_RTX6000
+    behaviour = VmBehaviour(gpus=plan.gpus if plan else 1,
+                            gpu_name="Quadro RTX 6000" if turing else "NVIDIA RTX 4000 Ada Generation",
+                            gpu_memory_mb=24576 if turing else 20475)
+    try:
+        model = parse_env(read_cloud_config(spec.user_data).env_file).get("MODEL_ID", "")
+    except ValueError:
+        model = ""
+    for fragment, overrides in DEMO_FAILURES.items():
+        if fragment in model:
+            return replace(behaviour, **overrides)
+    return behaviour
+
+
 class SimulatedProvider:
     """A cloud whose VMs run on this laptop (see the Provider contract in ``app.providers.base``)."""
 
     name = "simulated"
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, behaviour_for: Callable[[InstanceSpec], VmBehaviour] | None = None) -> None:
         self.home = Path(home)
+        self.behaviour_for = behaviour_for or demo_behaviour
+        self._records_path = self.home / "simulated" / "instances.json"
 
     def regions(self) -> list[Region]:
         return list(SIMULATED_REGIONS)
@@ -71,13 +127,107 @@ class SimulatedProvider:
         return simulated_plans(region)
 
     def create(self, spec: InstanceSpec) -> Instance:
-        raise NotImplementedError("simulated VMs arrive with the simulator")
+        with _VMS_LOCK:
+            records = self._load()
+            for instance_id, record in records.items():
+                if record["label"] == spec.label:
+                    return self._instance(instance_id, record)
+            plan = next((p for p in simulated_plans(spec.region) if p.id == spec.plan), None)
+            if plan is None:
+                raise InvalidRequest(f"plan {spec.plan} is not offered in region {spec.region}", field="type")
+            try:
+                env_file = read_cloud_config(spec.user_data).env_file
+            except (ValueError, AttributeError) as exc:
+                raise InvalidRequest(f"user data is not a usable cloud-config: {exc}", field="metadata") from None
+            instance_id = str(max((int(i) for i in records), default=FIRST_INSTANCE_ID - 1) + 1)
+            tags = tuple(dict.fromkeys((*spec.tags, OWNER_TAG)))
+            record = {"label": spec.label, "region": spec.region, "plan": spec.plan, "price": plan.hourly_price,
+                      "tags": list(tags), "created_at": _utcnow().isoformat(), "user_data": spec.user_data,
+                      "env_file": env_file, "behaviour": asdict(self.behaviour_for(spec))}
+            records[instance_id] = record
+            self._save(records)
+            self._boot(instance_id, record, configured=False)
+            return self._instance(instance_id, record)
 
     def get(self, instance_id: str) -> Instance:
-        raise NotImplementedError("simulated VMs arrive with the simulator")
+        with _VMS_LOCK:
+            record = self._load().get(str(instance_id))
+            if record is None:
+                raise NotFound(f"instance {instance_id} does not exist")
+            return self._instance(str(instance_id), record)
 
     def delete(self, instance_id: str) -> None:
-        raise NotImplementedError("simulated VMs arrive with the simulator")
+        with _VMS_LOCK:
+            records = self._load()
+            records.pop(str(instance_id), None)
+            self._save(records)
+            vm = _VMS.pop((str(self.home), str(instance_id)), None)
+        if vm is not None:
+            vm.stop()
 
     def list_owned(self) -> list[Instance]:
-        return []
+        with _VMS_LOCK:
+            return [self._instance(i, r) for i, r in self._load().items() if OWNER_TAG in r["tags"]]
+
+    def vm(self, instance_id: str) -> SimulatedVm | None:
+        """The running VM behind an instance (tests and the demo use it to look inside)."""
+        return _VMS.get((str(self.home), str(instance_id)))
+
+    def close(self) -> None:
+        """Power off this home's VMs (the records stay: a later start boots them again)."""
+        with _VMS_LOCK:
+            keys = [k for k in _VMS if k[0] == str(self.home)]
+            vms = [_VMS.pop(k) for k in keys]
+        for vm in vms:
+            vm.stop()
+
+    def _instance(self, instance_id: str, record: dict[str, Any]) -> Instance:
+        vm = _VMS.get((str(self.home), instance_id))
+        if vm is None:  # maider restarted (or the laptop slept): the "cloud" VM is still there
+            vm = self._boot(instance_id, record, configured=True)
+        return Instance(id=instance_id, label=record["label"], status=_status(vm, record),
+                        region=record["region"], plan=record["plan"], ssh_host="127.0.0.1", ssh_port=vm.ssh_port,
+                        created_at=datetime.fromisoformat(record["created_at"]), hourly_price=record["price"],
+                        tags=tuple(record["tags"]))
+
+    def _boot(self, instance_id: str, record: dict[str, Any], configured: bool) -> SimulatedVm:
+        def remember_env(text: str) -> None:
+            with _VMS_LOCK:
+                records = self._load()
+                if instance_id in records:
+                    records[instance_id]["env_file"] = text
+                    self._save(records)
+
+        behaviour = VmBehaviour(**record["behaviour"])
+        facts = read_cloud_config(record["user_data"])
+        vm = SimulatedVm(facts.host_key_private, facts.authorized_keys, record["env_file"], behaviour,
+                         configured=configured, on_env_written=remember_env)
+        vm.start()
+        _VMS[(str(self.home), instance_id)] = vm
+        return vm
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if not self._records_path.is_file():
+            return {}
+        return json.loads(self._records_path.read_text())
+
+    def _save(self, records: dict[str, dict[str, Any]]) -> None:
+        self._records_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self._records_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(records, handle, indent=1)
+        os.replace(tmp, self._records_path)
+
+
+def _status(vm: SimulatedVm, record: dict[str, Any]) -> InstanceStatus:
+    if vm.power == "running" or (vm.power == "booting" and vm.behaviour.ssh_never):
+        return InstanceStatus.RUNNING
+    if vm.power == "booting" and vm.boot_count == 0:
+        age = (_utcnow() - datetime.fromisoformat(record["created_at"])).total_seconds()
+        return InstanceStatus.PROVISIONING if age < vm.behaviour.boot_s / 2 else InstanceStatus.BOOTING
+    return InstanceStatus.BOOTING
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)

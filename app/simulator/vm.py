@@ -8,7 +8,6 @@ Failure modes are picked by ``VmBehaviour``; see ``VllmFailure`` for what each o
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 import time
@@ -19,9 +18,9 @@ from datetime import datetime, timezone
 from typing import Literal
 
 import yaml
-from dotenv import dotenv_values
 
 from app.domain import vm_contract as vc
+from app.domain.vllm_env import parse_env  # the same reader maider uses, so both sides agree on quoting
 from app.remote import load_private_key, load_public_key, new_keypair
 from app.simulator import vllm_logs
 from app.simulator.fake_vllm import FakeVllmConfig, FakeVllmServer
@@ -105,11 +104,6 @@ def vm_from_user_data(user_data: str, behaviour: VmBehaviour | None = None, **kw
                        **kwargs)  # type: ignore[arg-type]
 
 
-def parse_env(text: str) -> dict[str, str]:
-    """dotenv format as docker compose reads it (KEY=value, values may be quoted)."""
-    return {k: v or "" for k, v in dotenv_values(stream=io.StringIO(text)).items()}
-
-
 class SimulatedVm:
     """One simulated VM: its sshd on 127.0.0.1:``ssh_port`` plus the VM-side state machine behind every command."""
 
@@ -128,6 +122,7 @@ class SimulatedVm:
         self.ssh_port = 0
         self.power = "off"  # off -> booting -> running (-> rebooting -> running); stopped at the end
         self.boot_id = str(uuid.uuid4())
+        self.boot_count = 0  # boots completed (SSH answering); a reboot adds one
         self._boot_gen = 0  # bumped by reboot/stop: ends the timeline threads of the previous boot
         self._vllm_gen = 0  # bumped by recreate/reboot/stop: ends the running vLLM "container"
         self._cloud_init_started: float | None = 0.0 if configured else None
@@ -221,6 +216,7 @@ class SimulatedVm:
                 return
             self._ssh.start()
             self.power = "running"
+            self.boot_count += 1
             if self._cloud_init_started is None:
                 self._cloud_init_started = time.monotonic()
             if self._stack_enabled and self._gpu_visible():
