@@ -117,7 +117,7 @@ class Settings:
     max_lifetime_hours: float = 0.0  # 0 = no hard limit
     budget_usd: float = 0.0  # 0 = no per-session budget cap
     linode_api_url: str | None = None
-    vllm_image: str | None = None  # None: the pinned default in app.domain.cloud_init
+    vllm_image: str | None = None  # None: the pinned default in app.domain.vllm_env
     open_webui_image: str | None = None
     nvidia_driver: str | None = None
     linode_token: Secret | None = None

@@ -8,6 +8,10 @@ import pytest
 
 from app import create_app
 from app.extensions import db
+from app.providers.linode import LinodeProvider
+from app.simulator.vm import VmBehaviour, vm_from_user_data
+from engine_helpers import FAST_TIMINGS, LINODE_TOKEN, write_project
+from fakes.linode_api import FakeLinodeApi
 
 CHROMIUM = os.environ.get("MAIDER_CHROMIUM", "/usr/bin/chromium")
 
@@ -62,3 +66,34 @@ def browser_type_launch_args(browser_type_launch_args):
         "args": ["--no-sandbox", "--disable-gpu", "--headless=new", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
     }
+
+
+@pytest.fixture
+def linode_world(app, tmp_path):
+    """A fake Linode whose create call boots a simulated VM from the submitted user data."""
+    api = FakeLinodeApi(token=LINODE_TOKEN)
+    api.start()
+    provider = LinodeProvider(LINODE_TOKEN, base_url=api.base_url, sleep=lambda _s: None)
+    vms = []
+    behaviour = {"value": VmBehaviour.fast()}
+
+    def on_create(body):
+        vm = vm_from_user_data(body["user_data"], behaviour["value"])
+        vm.start()
+        vms.append(vm)
+        provider.ssh_port = vm.ssh_port  # the VM's sshd, published on a loopback port
+        return None
+
+    api.on_create = on_create
+    app.config["MAIDER_PROVIDER_FACTORY"] = lambda name, settings, home: provider
+    app.config["MAIDER_TIMINGS"] = FAST_TIMINGS
+    workdir = Path(app.config["MAIDER_WORKDIR"])
+    write_project(workdir, "REGION=us-ord\nTYPE=g2-gpu-rtx4000a1-s\nMODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct-AWQ\n"
+                           "VLLM_MAX_MODEL_LEN=8192\n", f"LINODE_TOKEN={LINODE_TOKEN}\n")
+    yield {"api": api, "provider": provider, "vms": vms, "behaviour": behaviour, "workdir": workdir}
+    from app.engine.runtime import runtime
+
+    runtime(app).close()
+    for vm in vms:
+        vm.stop()
+    api.stop()

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from flask import Flask
 
+
 from app.engine import monitor, provision
+from app.services import sessions as sessions_service
 from app.extensions import db
 from app.models import Session, SessionState
 
@@ -46,3 +48,13 @@ def write_project(workdir: Path, env: str, secrets: str = "") -> None:
     (workdir / ".env").write_text(env)
     if secrets:
         (workdir / ".env.secrets").write_text(secrets)
+
+
+LINODE_TOKEN = "linode-test-token-planted"
+
+
+def launch(app: Flask, name: str, workdir: Path, **kwargs) -> str:
+    """Request a launch as the panel or the CLI would."""
+    with app.app_context():
+        request = sessions_service.LaunchRequest(workdir=str(workdir), name=name, **kwargs)
+        return sessions_service.request_launch(request, home=Path(app.config["MAIDER_HOME"])).name

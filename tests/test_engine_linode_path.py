@@ -6,60 +6,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes.linode_api import FakeLinodeApi
 
 from app.engine.identity import load_identity
 from app.extensions import db
 from app.models import Session, SessionState
-from app.providers.linode import LinodeProvider
 from app.services import sessions as sessions_service
-from app.simulator.vm import VmBehaviour, vm_from_user_data
-from engine_helpers import FAST_TIMINGS, drive, in_state, write_project
-
-TOKEN = "linode-test-token-planted"
-
-
-@pytest.fixture
-def linode_world(app, tmp_path):
-    """A fake Linode whose create call boots a simulated VM from the submitted user data."""
-    api = FakeLinodeApi(token=TOKEN)
-    api.start()
-    provider = LinodeProvider(TOKEN, base_url=api.base_url, sleep=lambda _s: None)
-    vms = []
-    behaviour = {"value": VmBehaviour.fast()}
-
-    def on_create(body):
-        vm = vm_from_user_data(body["user_data"], behaviour["value"])
-        vm.start()
-        vms.append(vm)
-        provider.ssh_port = vm.ssh_port  # the VM's sshd, published on a loopback port
-        return None
-
-    api.on_create = on_create
-    app.config["MAIDER_PROVIDER_FACTORY"] = lambda name, settings, home: provider
-    app.config["MAIDER_TIMINGS"] = FAST_TIMINGS
-    workdir = Path(app.config["MAIDER_WORKDIR"])
-    write_project(workdir, "REGION=us-ord\nTYPE=g2-gpu-rtx4000a1-s\nMODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct-AWQ\n"
-                           "VLLM_MAX_MODEL_LEN=8192\n", f"LINODE_TOKEN={TOKEN}\n")
-    yield {"api": api, "provider": provider, "vms": vms, "behaviour": behaviour, "workdir": workdir}
-    from app.engine.runtime import runtime
-
-    runtime(app).close()
-    for vm in vms:
-        vm.stop()
-    api.stop()
-
-
-def _launch(app, name, workdir, **kwargs):
-    with app.app_context():
-        request = sessions_service.LaunchRequest(workdir=str(workdir), name=name, **kwargs)
-        session = sessions_service.request_launch(request, home=Path(app.config["MAIDER_HOME"]))
-        return session.name
+from engine_helpers import LINODE_TOKEN as TOKEN, drive, in_state, launch
 
 
 def test_launch_to_ready_then_destroy_with_one_create_and_one_delete(app, linode_world):
     api, workdir = linode_world["api"], linode_world["workdir"]
-    name = _launch(app, "e2e", workdir)
+    name = launch(app, "e2e", workdir)
     ready = drive(app, name, in_state(SessionState.READY, SessionState.FAILED))
     assert ready.status == "ready", ready.status_message
     assert ready.instance_id is not None and ready.api_port and ready.webui_port
@@ -91,7 +48,7 @@ def test_launch_to_ready_then_destroy_with_one_create_and_one_delete(app, linode
 
 def test_no_secret_reaches_database_or_logs(app, linode_world, caplog):
     caplog.set_level("DEBUG")
-    name = _launch(app, "secrets", linode_world["workdir"])
+    name = launch(app, "secrets", linode_world["workdir"])
     ready = drive(app, name, in_state(SessionState.READY, SessionState.FAILED))
     assert ready.status == "ready", ready.status_message
     with app.app_context():

@@ -5,7 +5,7 @@ import logging
 
 import click
 
-from app.cli import catalog, serve, sessions, validate
+from app.cli import catalog, diagnose, serve, sessions, validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -18,6 +18,6 @@ def main(verbose: bool) -> None:
     )
 
 
-for _module in (serve, catalog, validate, sessions):
+for _module in (serve, catalog, validate, sessions, diagnose):
     for _command in _module.commands:
         main.add_command(_command)
