@@ -206,6 +206,8 @@ class _Tunnel:
             self._pipe(client, channel)
         except (OSError, ValueError, EOFError, paramiko.SSHException):
             pass  # either end vanished mid-copy
+        except Exception:  # noqa: BLE001 -- one broken connection must not go unnoticed, nor kill the tunnel
+            log.exception("tunnel %s: forwarding failed", self.key)
         finally:
             with self.lock:
                 self.pipes.discard(client)

@@ -285,7 +285,7 @@ class LoopbackHttpServer:
         # waitress 3 flushes every write at once (send_bytes defaults to 1 and passing it is deprecated).
         self._server = waitress.create_server(wsgi_app, host="127.0.0.1", port=port, threads=threads,
                                               channel_timeout=30, clear_untrusted_proxy_headers=True, ident="")
-        self.port: int = self._server.effective_port
+        self.port: int = int(self._server.effective_port)  # waitress reports it as text
         self._thread = threading.Thread(target=self._server.run, name=f"sim-http-{self.port}", daemon=True)
         self._thread.start()
 
