@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -239,7 +239,9 @@ def main() -> None:
         stack.callback(tunnels.close_all)
 
         def maider_tunnel(key: str, ssh_port: int, remote_port: int) -> int:
-            factory: Callable[[], RemoteHost] = lambda: RemoteHost("127.0.0.1", ssh_port, host_key, client_key)
+            def factory() -> RemoteHost:
+                return RemoteHost("127.0.0.1", ssh_port, host_key, client_key)
+
             return tunnels.open(key, factory, [ForwardSpec("api", remote_port, free_port())])["api"]
 
         results.append(measure("direct", vm["vllm"], n))

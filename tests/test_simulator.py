@@ -142,8 +142,10 @@ def test_env_write_and_recreate_reload_the_model_from_the_weight_cache(make_vm, 
 
 
 @pytest.mark.parametrize("failure, expected, fix", [
-    ("kv_too_small", "the estimated maximum model length is 8192", ("VLLM_MAX_MODEL_LEN=32768", "VLLM_MAX_MODEL_LEN=8192")),
-    ("warmup_oom", "CUDA out of memory occurred when warming up sampler", ("VLLM_MAX_MODEL_LEN", "VLLM_ENFORCE_EAGER=true\nVLLM_MAX_MODEL_LEN")),
+    ("kv_too_small", "the estimated maximum model length is 8192",
+     ("VLLM_MAX_MODEL_LEN=32768", "VLLM_MAX_MODEL_LEN=8192")),
+    ("warmup_oom", "CUDA out of memory occurred when warming up sampler",
+     ("VLLM_MAX_MODEL_LEN", "VLLM_ENFORCE_EAGER=true\nVLLM_MAX_MODEL_LEN")),
     ("bf16_turing", "Bfloat16 is only supported on GPUs with compute capability of at least 8.0",
      ("VLLM_MAX_MODEL_LEN", "VLLM_DTYPE=half\nVLLM_MAX_MODEL_LEN")),
 ])

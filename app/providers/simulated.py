@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from app.domain.gpu_catalog import QUADRO_RTX6000, gpu_for_plan
+from app.domain.vllm_env import parse_env
 from app.providers.base import (OWNER_TAG, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest,
                                 NotFound, Region)
-from app.domain.vllm_env import parse_env
 from app.simulator.vm import SimulatedVm, VmBehaviour, read_cloud_config
 
 _ADA_REGIONS = ("us-ord", "de-fra-2", "jp-osa", "fr-par", "us-sea", "sg-sin-2")

@@ -1,8 +1,9 @@
 """A stand-in for vLLM's OpenAI-compatible server: same endpoints, SSE framing, auth rule and /metrics names.
 
-Served by waitress, which flushes each write (``send_bytes`` 1, its default since 3.0), so each SSE chunk leaves at once and token gaps survive the trip. Timing is
-scriptable (time to first token, gap between tokens, reply length) and the counters really count what was served, so
-maider's health poller, idle watchdog and benchmark read honest numbers.
+Served by waitress, which flushes each write (``send_bytes`` is 1 by default since 3.0), so each SSE chunk leaves
+at once and token gaps survive the trip. Timing is scriptable (time to first token, gap between tokens, reply
+length) and the counters really count what was served, so maider's health poller, idle watchdog and benchmark read
+honest numbers.
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ class VllmCounters:
                                ("inter_token_latency_seconds", self.itl)):
                 lines.append(f"# TYPE vllm:{name} histogram")
                 counts = hist.counts or [0] * len(hist.buckets)
-                for bound, n in zip(hist.buckets, counts):
+                for bound, n in zip(hist.buckets, counts, strict=True):
                     lines.append(f'vllm:{name}_bucket{{le="{bound}",{labels}}} {float(n)}')
                 lines.append(f'vllm:{name}_bucket{{le="+Inf",{labels}}} {float(hist.count)}')
                 lines.append(f"vllm:{name}_count{{{labels}}} {float(hist.count)}")

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 PIPE_CHUNK = 65536
 ACCEPT_POLL_S = 0.1  # how often a connection loop re-checks that it is still wanted (bounds stop())
 HOLD_POLL_S = 0.1  # a held session (pty) re-checks this often whether its client closed it
-STDIN_EOF_WAIT_S = 0.5  # longest wait for a client to close stdin before a command runs  # how often an idle accept loop re-checks that the server is still wanted
+STDIN_EOF_WAIT_S = 0.5  # longest wait for a client to close stdin before a command runs
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
@@ -246,7 +246,7 @@ class SshServer:
                 chunk = channel.recv(PIPE_CHUNK)
                 received += chunk
                 eof = not chunk
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:  # socket.timeout is TimeoutError since Python 3.10
             pass
         except (OSError, EOFError, paramiko.SSHException):
             return
