@@ -15,6 +15,7 @@ from app import create_app
 
 log = logging.getLogger(__name__)
 SERVER_FILE = "server.json"
+DEMO_TIMINGS = {"poll_max": 2.0}  # simulated VMs move in seconds: poll them often so the demo feels live
 
 
 def server_file(home: Path) -> Path:
@@ -47,7 +48,10 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_home = home / "demo" if demo else home
     api_token = secrets.token_urlsafe(32)
-    app = create_app({"MAIDER_HOME": str(data_home), "MAIDER_DEMO": demo, "MAIDER_API_TOKEN": api_token})
+    config = {"MAIDER_HOME": str(data_home), "MAIDER_DEMO": demo, "MAIDER_API_TOKEN": api_token}
+    if demo:
+        config["MAIDER_TIMINGS"] = DEMO_TIMINGS
+    app = create_app(config)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     supervisor = None
     if start_workers:

@@ -13,7 +13,7 @@ from app.cli import catalog, diagnose, serve, sessions, validate
 def main(verbose: bool) -> None:
     """maider: private coding LLMs on short-lived cloud GPUs, from a panel on this laptop."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 

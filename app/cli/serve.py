@@ -57,6 +57,9 @@ def serve(host: str, port: int, demo: bool | None, share: bool, no_workers: bool
     if share and not _is_loopback(host):
         raise click.ClickException("--share is not available yet: it needs the panel login, which is not built. "
                                    "Teammates can reach the panel through 'ssh -L' to this laptop instead.")
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)  # the server's log tells what the workers do
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = load_settings()
     if demo is None:
         demo = settings.linode_token is None

@@ -43,9 +43,13 @@ def write_aider_files(client: MaiderClient, name: str, directory: Path) -> tuple
     return env_path, meta_path, handoff
 
 
-def _follow(client: MaiderClient, name: str, until: set[str]) -> dict[str, Any]:
-    """Print each new event until the session reaches one of ``until``; return the final session."""
-    after = 0
+def _last_event_id(client: MaiderClient, name: str) -> int:
+    events = client.get(f"/sessions/{name}/events")["events"]
+    return events[-1]["id"] if events else 0
+
+
+def _follow(client: MaiderClient, name: str, until: set[str], after: int = 0) -> dict[str, Any]:
+    """Print each event after ``after`` until the session reaches one of ``until``; return the final session."""
     started = time.monotonic()
     while True:
         for event in client.get(f"/sessions/{name}/events", after=after)["events"]:
@@ -127,12 +131,13 @@ def down(name, force, no_wait) -> None:
     session = client.get(f"/sessions/{name}")
     if session["status"] not in ("ready", "failed", "destroying") and not force:
         click.confirm(f"{name} is still {session['status_label'].lower()}. Destroy it anyway?", abort=True)
+    after = _last_event_id(client, name)
     client.delete(f"/sessions/{name}")
     click.echo(f"Destroying {name}…")
     if no_wait:
         return
     try:
-        session = _follow(client, name, {"destroyed", "failed"})
+        session = _follow(client, name, {"destroyed", "failed"}, after)
     except KeyboardInterrupt:
         raise click.ClickException(f"stopped watching; the server keeps destroying {name}") from None
     click.echo("")
@@ -244,10 +249,11 @@ def switch_model(model_id, name, max_model_len, tensor_parallel_size) -> None:
     """Change the model on a running VM (checked to fit first; the weight cache is kept)."""
     client = connect()
     name = resolve_name(name)
+    after = _last_event_id(client, name)
     client.post(f"/sessions/{name}/model", {"model_id": model_id, "max_model_len": max_model_len,
                                             "tensor_parallel_size": tensor_parallel_size})
     click.echo(f"Switching {name} to {model_id}…")
-    session = _follow(client, name, {"ready", "failed", "destroyed"})
+    session = _follow(client, name, {"ready", "failed", "destroyed"}, after)
     if session["status"] != "ready":
         raise click.ClickException(f"switch failed: {session.get('status_message') or session['status']}")
     env_path, meta_path, handoff = write_aider_files(client, name, Path.cwd())

@@ -47,8 +47,7 @@ def transition(session: Session, target: SessionState, *, reason: Reason | None 
     session.stage_detail = None
     if reason is not None:
         session.status_reason = reason.value
-    if target in _NEEDS_REASON or message is not None:
-        session.status_message = message
+    session.status_message = message  # a message belongs to the state it explains
     text = f"{current.label} → {target.label}"
     if message:
         text += f": {message}"

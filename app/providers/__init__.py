@@ -1,6 +1,7 @@
 """Provider registry: maps a provider name to a constructor, so new clouds plug in without touching the engine."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,10 +18,27 @@ def _linode(settings: Settings, home: Path) -> Provider:
     return LinodeProvider(token=settings.linode_token, base_url=settings.linode_api_url)
 
 
-def _simulated(settings: Settings, home: Path) -> Provider:
-    from app.providers.simulated import SimulatedProvider
+DEMO_SPEED_VARIABLE = "MAIDER_DEMO_SPEED"  # >1 compresses the demo's simulated timings further
 
-    return SimulatedProvider(home)
+
+def _simulated(settings: Settings, home: Path) -> Provider:
+    from dataclasses import replace
+
+    from app.providers.simulated import SimulatedProvider, demo_behaviour
+
+    try:
+        speed = max(float(os.environ.get(DEMO_SPEED_VARIABLE, "1")), 0.01)
+    except ValueError:
+        raise ConfigError(f"{DEMO_SPEED_VARIABLE} must be a number", DEMO_SPEED_VARIABLE) from None
+    if speed == 1:
+        return SimulatedProvider(home)
+
+    def scaled(spec):
+        behaviour = demo_behaviour(spec)
+        return replace(behaviour, **{name: getattr(behaviour, name) / speed
+                                     for name in ("boot_s", "configure_s", "reboot_s", "pull_s", "load_s")})
+
+    return SimulatedProvider(home, behaviour_for=scaled)
 
 
 PROVIDERS: dict[str, ProviderFactory] = {"linode": _linode, "simulated": _simulated}

@@ -214,8 +214,6 @@ def extend(name: str, actor: str = "local") -> Session:
 def switch_model(name: str, model_id: str, *, home: Path, max_model_len: int | None = None,
                  tensor_parallel_size: int | None = None, actor: str = "local") -> Session:
     """Check the new model fits this VM, then queue the switch (only the vLLM container is recreated)."""
-    from app.services.validation import check_switch
-
     session = get_session(name)
     vm_kept = session.state == SessionState.FAILED and session.destroyed_at is None and session.instance_id
     if session.state != SessionState.READY and not vm_kept:
@@ -224,10 +222,9 @@ def switch_model(name: str, model_id: str, *, home: Path, max_model_len: int | N
     context = max_model_len or int(config.get("max_model_len", 32768))
     tp = tensor_parallel_size or int(config.get("tensor_parallel_size", session.gpus))
     settings = load_settings(session.workdir) if session.workdir else load_settings()
-    fit = check_switch(session, model_id, context, tp, settings, home)
+    fit = _check_switch_fit(session, model_id, context, tp, settings, home)
     config.update({"max_model_len": context, "tensor_parallel_size": tp,
-                   "dtype": fit.dtype_flag or "auto" if fit is not None else config.get("dtype", "auto"),
-                   "enforce_eager": False})
+                   "dtype": (fit.dtype_flag or "auto") if fit is not None else "auto", "enforce_eager": False})
     previous = session.model_id
     session.model_id = model_id
     session.vllm_config = config
@@ -237,6 +234,30 @@ def switch_model(name: str, model_id: str, *, home: Path, max_model_len: int | N
                  actor=actor)
     db.session.commit()
     return session
+
+
+def _check_switch_fit(session: Session, model_id: str, context: int, tp: int, settings: Settings, home: Path):
+    """Refuse a model that cannot fit this VM; None when the model cannot be sized (Hub unreachable)."""
+    from app.domain.gpu_catalog import gpu_for_plan
+    from app.providers.base import GpuPlan
+    from app.services.model_info import ModelLookupError
+    from app.services.validation import check_fit
+
+    plan = GpuPlan(id=session.plan, label=session.plan, gpus=session.gpus, gpu=gpu_for_plan(session.plan),
+                   hourly_price=session.hourly_price, memory_mb=0, vcpus=0)
+    try:
+        fit = check_fit(model_id, plan, context, tp, hf_token=settings.hf_token.reveal() if settings.hf_token
+                        else None, home=home, gpu_memory_utilization=settings.gpu_memory_utilization)
+    except ModelLookupError as exc:
+        if exc.failure.is_network:
+            record_event(session, "note", f"could not size {model_id} ({exc}); switching without the fit check")
+            return None
+        raise
+    if not fit.fits:
+        problems = "; ".join(p.message for p in fit.problems)
+        hint = (f" The largest context that fits is {fit.max_context:,} tokens." if fit.max_context else "")
+        raise UserError(f"{model_id} won't fit on {session.plan}: {problems}.{hint}")
+    return fit
 
 
 def events_for(session: Session, after_id: int = 0, limit: int = 500):
