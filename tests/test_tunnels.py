@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -11,7 +12,9 @@ import httpx
 import pytest
 
 from app.domain import vm_contract as vc
-from app.engine.tunnels import ForwardSpec, TunnelSupervisor
+from datetime import timedelta
+
+from app.engine.tunnels import ForwardSpec, LivenessTiming, TunnelSupervisor
 from app.remote import KeyPair, RemoteHost, load_private_key, load_public_key, new_keypair
 from app.simulator.vm import SimulatedVm, VmBehaviour
 
@@ -144,3 +147,72 @@ def test_close_releases_ports_and_threads(supervisor, remote_factory):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", ports["api"]))  # free again
     wait_for(lambda: threading.active_count() <= before, timeout=3)
+
+
+class Blackhole:
+    """A TCP relay in front of the VM's sshd that can go silent without closing anything, as a network does
+    when the laptop sleeps or the Wi-Fi drops: connections made before ``freeze()`` hang, new ones pass."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.frozen: list[socket.socket] = []
+        self.live: list[tuple[socket.socket, socket.socket]] = []
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.live.append((client, upstream))
+            threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
+
+    def _relay(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while not self.stopped.is_set():
+                readable, _, _ = select.select([a, b], [], [], 0.05)
+                if any(s in self.frozen for s in (a, b)):
+                    continue  # swallowed: nothing moves, nothing closes
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (b if source is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            a.close()
+            b.close()
+
+    def freeze(self) -> None:
+        for pair in self.live:
+            self.frozen.extend(pair)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+def test_a_silent_network_is_noticed_by_the_ping_and_the_tunnel_comes_back(keys, vm):
+    host, client = keys
+    hole = Blackhole(vm.ssh_port)
+    tunnels = TunnelSupervisor(LivenessTiming(watch_interval=timedelta(seconds=0.1),
+                                              ping_interval=timedelta(seconds=0.3),
+                                              ping_timeout=timedelta(seconds=0.5)))
+    factory = lambda: RemoteHost("127.0.0.1", hole.port, load_public_key(host.public_openssh),  # noqa: E731
+                                 load_private_key(client.private_openssh), connect_timeout=2)
+    try:
+        ports = tunnels.open("s1", factory, [ForwardSpec("api", vc.VLLM_PORT, free_port())])
+        assert _healthy(ports["api"])
+        hole.freeze()  # the transport still looks open: only a round trip can tell
+        wait_for(lambda: tunnels.status("s1").state == "reconnecting" or len(hole.live) > 1, timeout=5)
+        wait_for(lambda: tunnels.status("s1").state == "up" and _healthy(ports["api"]), timeout=5)
+        assert tunnels.status("s1").ports == ports
+    finally:
+        tunnels.close_all()
+        hole.close()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PORT_SEARCH_SPAN = 100  # preferred port, then the next 99, then any free port
 WATCH_INTERVAL = timedelta(seconds=1)  # how often the watcher looks at the transport
 PING_INTERVAL = timedelta(seconds=15)  # round trip that catches a half-open connection after sleep
+PING_TIMEOUT = timedelta(seconds=5)  # no answer in this long: the connection is dead (blackhole, sleep)
 RECONNECT_BACKOFF_START = timedelta(seconds=0.5)
 RECONNECT_BACKOFF_MAX = timedelta(seconds=30)
 BACKOFF_JITTER = 0.2  # +-20 %, so many tunnels do not retry in lockstep
@@ -43,6 +44,15 @@ class ForwardSpec:
     name: str  # "api" or "webui"
     remote_port: int  # port on the VM's 127.0.0.1
     preferred_local_port: int  # e.g. 8000; the next free port is used when taken
+
+
+@dataclass(frozen=True)
+class LivenessTiming:
+    """How often a tunnel checks its transport; tests shorten these."""
+
+    watch_interval: timedelta = WATCH_INTERVAL
+    ping_interval: timedelta = PING_INTERVAL
+    ping_timeout: timedelta = PING_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,10 @@ def bind_local_port(preferred: int) -> socket.socket:
 class _Tunnel:
     """One VM's forwards and the transport they share."""
 
-    def __init__(self, key: str, remote_factory: Callable[[], RemoteHost], forwards: list[ForwardSpec]) -> None:
+    def __init__(self, key: str, remote_factory: Callable[[], RemoteHost], forwards: list[ForwardSpec],
+                 timing: LivenessTiming) -> None:
         self.key = key
+        self.timing = timing
         self.remote_factory = remote_factory
         self.forwards = list(forwards)
         self.listeners = {f.name: bind_local_port(f.preferred_local_port) for f in self.forwards}
@@ -156,7 +168,7 @@ class _Tunnel:
 
     def _watch(self) -> None:
         backoff = RECONNECT_BACKOFF_START.total_seconds()
-        next_ping = time.monotonic() + PING_INTERVAL.total_seconds()
+        next_ping = time.monotonic() + self.timing.ping_interval.total_seconds()
         delay = 0.0
         while not self.closed.is_set():
             self.wake.wait(delay)
@@ -164,7 +176,7 @@ class _Tunnel:
             self.wake.clear()
             if self.closed.is_set():
                 return
-            delay = WATCH_INTERVAL.total_seconds()
+            delay = self.timing.watch_interval.total_seconds()
             if forced:
                 backoff = RECONNECT_BACKOFF_START.total_seconds()
             if self.state == "down" and not forced:
@@ -173,13 +185,13 @@ class _Tunnel:
             if not forced and remote is not None and remote.is_alive():
                 if time.monotonic() < next_ping:
                     continue
-                next_ping = time.monotonic() + PING_INTERVAL.total_seconds()
-                if remote.ping():
+                next_ping = time.monotonic() + self.timing.ping_interval.total_seconds()
+                if remote.ping(self.timing.ping_timeout.total_seconds()):
                     continue
             self.drop_transport()
             if self._connect_once():
                 backoff = RECONNECT_BACKOFF_START.total_seconds()
-                next_ping = time.monotonic() + PING_INTERVAL.total_seconds()
+                next_ping = time.monotonic() + self.timing.ping_interval.total_seconds()
             elif self.state != "down":
                 delay = backoff * (1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER))
                 backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX.total_seconds())
@@ -288,7 +300,8 @@ class _Tunnel:
 class TunnelSupervisor:
     """All tunnels of one maider process, by key (the session's name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timing: LivenessTiming | None = None) -> None:
+        self.timing = timing or LivenessTiming()
         self._tunnels: dict[str, _Tunnel] = {}
         self._lock = threading.Lock()
 
@@ -305,7 +318,7 @@ class TunnelSupervisor:
                 return dict(tunnel.ports)
         if tunnel is not None:
             self.close(key)
-        tunnel = _Tunnel(key, remote_factory, forwards)
+        tunnel = _Tunnel(key, remote_factory, forwards, self.timing)
         with self._lock:
             self._tunnels[key] = tunnel
         tunnel.start()
