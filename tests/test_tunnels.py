@@ -7,13 +7,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
 
 from app.domain import vm_contract as vc
-from datetime import timedelta
-
 from app.engine.tunnels import ForwardSpec, LivenessTiming, TunnelSupervisor
 from app.remote import KeyPair, RemoteHost, load_private_key, load_public_key, new_keypair
 from app.simulator.vm import SimulatedVm, VmBehaviour
