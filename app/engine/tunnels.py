@@ -101,6 +101,7 @@ class _Tunnel:
         self.remote: RemoteHost | None = None
         self.pty: paramiko.Channel | None = None
         self.lock = threading.Lock()
+        self.counter_lock = threading.Lock()
         self.up = threading.Event()
         self.wake = threading.Event()
         self.closed = threading.Event()
@@ -252,15 +253,19 @@ class _Tunnel:
                     self._drain(client, channel)
                     return
                 channel.sendall(data)
-                self.bytes_out += len(data)
-                self.last_traffic = time.time()
+                self._count(0, len(data))
             if channel in readable:
                 data = channel.recv(PIPE_CHUNK)
                 if not data:
                     return
                 client.sendall(data)
-                self.bytes_in += len(data)
-                self.last_traffic = time.time()
+                self._count(len(data), 0)
+
+    def _count(self, received: int, sent: int) -> None:
+        with self.counter_lock:  # several connections pipe at once
+            self.bytes_in += received
+            self.bytes_out += sent
+            self.last_traffic = time.time()
 
     def _drain(self, client: socket.socket, channel: paramiko.Channel) -> None:
         """The client closed its side: deliver what the VM still sends (HTTP/1.0-style request-then-read)."""
@@ -269,8 +274,7 @@ class _Tunnel:
             if not data:
                 return
             client.sendall(data)
-            self.bytes_in += len(data)
-            self.last_traffic = time.time()
+            self._count(len(data), 0)
 
     def close(self) -> None:
         self.closed.set()
