@@ -22,6 +22,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from app.errors import ConfigError, SecretResolutionError
+from app.redaction import register_secret
 
 DEFAULT_PORT = 8765
 ENV_FILE = ".env"
@@ -45,10 +46,10 @@ class Secret:
         return self._value.startswith("op://")
 
     def reveal(self) -> str:
-        """Return the usable secret, resolving an ``op://`` reference now."""
-        if self.is_reference:
-            return resolve_op_reference(self._value, self.variable)
-        return self._value
+        """Return the usable secret, resolving an ``op://`` reference now (and masking it in every log)."""
+        value = resolve_op_reference(self._value, self.variable) if self.is_reference else self._value
+        register_secret(value)
+        return value
 
     def __repr__(self) -> str:
         kind = "1Password reference" if self.is_reference else "value"

@@ -5,6 +5,7 @@ import logging
 
 import click
 
+from app import redaction
 from app.cli import catalog, diagnose, serve, sessions, validate
 
 
@@ -16,6 +17,7 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redaction.install()
 
 
 for _module in (serve, catalog, validate, sessions, diagnose):

@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.redaction import register_secret
 from app.remote import new_keypair
 
 SESSIONS_DIR = "sessions"
@@ -63,6 +64,7 @@ def load_identity(home: Path, uid: str) -> SessionIdentity:
     """Read the session's keys; FileNotFoundError if they were never created or already removed."""
     folder = identity_dir(home, uid)
     read = lambda name: (folder / name).read_text().strip()  # noqa: E731
+    register_secret(read("api_key"))
     return SessionIdentity(read("host_key"), read("host_key.pub"), read("client_key"), read("client_key.pub"),
                            read("api_key"), read("webui_secret"))
 

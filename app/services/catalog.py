@@ -1,6 +1,7 @@
 """Regions and GPU plans, cached on disk with a TTL so listing plans does not cost an API round trip every time."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -17,7 +18,10 @@ CACHE_DIR = "cache"
 
 
 def _cache_path(home: Path, provider: Provider, what: str) -> Path:
-    return home / CACHE_DIR / f"{provider.name}-{what}.json"
+    """One cache per provider *and* API endpoint, so a test server or proxy never serves another's catalog."""
+    endpoint = str(getattr(provider, "base_url", "") or "")
+    suffix = f"-{hashlib.sha1(endpoint.encode()).hexdigest()[:8]}" if endpoint else ""
+    return home / CACHE_DIR / f"{provider.name}{suffix}-{what}.json"
 
 
 def _read_cache(path: Path, now: float) -> dict[str, Any] | None:
