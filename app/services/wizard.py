@@ -37,7 +37,7 @@ MIN_USEFUL_CONTEXT = 4096  # below this a coding assistant cannot hold a file an
 FILE_MODE = 0o600
 ENV_KEYS = ("REGION", "TYPE", "MODEL_ID", "SERVED_MODEL_NAME", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PARALLEL_SIZE")
 SECRET_KEYS = {"linode": "LINODE_TOKEN", "hf": "HUGGING_FACE_HUB_TOKEN"}
-_OP_REFERENCE = re.compile(r"^op://[^/\s]+/[^/\s]+(/[^/\s]+)+$")
+_OP_REFERENCE = re.compile(r"^op://[^/\r\n]+/[^/\r\n]+(/[^/\r\n]+)+$")  # names may hold spaces
 _TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable ASCII, no spaces
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./:@+,=-]*$")
 
@@ -484,6 +484,21 @@ def format_env_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _inline_comment(original: str) -> str:
+    """The `` # comment`` after a one-line binding's value, kept when the value is replaced."""
+    line = original.strip()
+    if "\n" in line or "=" not in line:
+        return ""
+    rest = line.split("=", 1)[1].lstrip()
+    if rest[:1] in ("'", '"'):
+        closing = re.match(r"""(['"])(?:\\.|(?!\1).)*\1(.*)$""", rest)
+        tail = closing.group(2) if closing else ""
+    else:
+        found = re.search(r"\s#.*$", rest)
+        tail = found.group(0) if found else ""
+    return " " + tail.strip() if tail.strip().startswith("#") else ""
+
+
 def merge_env_text(text: str, updates: Mapping[str, str | None]) -> str:
     """``text`` with each key in ``updates`` set in place (every occurrence), removed when None, or appended."""
     out: list[str] = []
@@ -496,9 +511,9 @@ def merge_env_text(text: str, updates: Mapping[str, str | None]) -> str:
         value = updates[binding.key]
         if value is None:
             continue
-        leading = original[: len(original) - len(original.lstrip())]
+        leading = re.match(r"\s*(?:export[ \t]+)?", original).group(0)  # keep indentation and ``export``
         ending = "\n" if original.endswith(("\n", "\r")) else ""
-        out.append(f"{leading}{binding.key}={format_env_value(value)}{ending}")
+        out.append(f"{leading}{binding.key}={format_env_value(value)}{_inline_comment(original)}{ending}")
         done.add(binding.key)
     merged = "".join(out)
     missing = [(k, v) for k, v in updates.items() if v is not None and k not in done]

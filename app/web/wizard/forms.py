@@ -52,7 +52,7 @@ class PlanForm(StateForm):
 class ModelForm(StateForm):
     model = RadioField("Model", validators=[InputRequired("Pick a model, or choose “Other” and type its id.")],
                        choices=[], validate_choice=False)
-    custom_model_id = StringField("Hugging Face model id", validators=[Optional(), Length(max=200)])
+    custom_model_id = StringField("Hugging Face model id", validators=[Length(max=200)])
     max_model_len = IntegerField("Context length (tokens)",
                                  validators=[Optional(), NumberRange(256, 10_000_000,
                                                                      "Between 256 and 10,000,000 tokens.")])

@@ -1,0 +1,224 @@
+"""The /setup wizard over HTTP: each step's partial, errors next to fields, CSRF, Back, save, no secret in any page."""
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from app.extensions import db
+
+QWEN_32B_AWQ = "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ"
+QWEN_14B_AWQ = "Qwen/Qwen2.5-Coder-14B-Instruct-AWQ"
+STATE = {"tier": "medium", "region": "us-ord", "plan": "g2-gpu-rtx4000a2-s"}
+FULL_STATE = {**STATE, "model_id": QWEN_32B_AWQ, "context": "32768", "tp": "2"}
+SAVED_LINODE = "saved-linode-token-0123456789"
+SAVED_HF = "hf_savedHuggingFaceToken0123"
+
+
+def make_app(tmp_path: Path, demo: bool):
+    app = create_app({
+        "TESTING": True, "MAIDER_DEMO": demo,
+        "MAIDER_HOME": str(tmp_path / "maider-home"), "MAIDER_WORKDIR": str(tmp_path / "project"),
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'maider-home' / 't.db'}",
+    })
+    if "wizard" not in app.blueprints:  # until app/web registers it
+        from app.web.wizard import bp
+
+        app.register_blueprint(bp)
+    return app
+
+
+@pytest.fixture
+def demo_app(tmp_path: Path):
+    app = make_app(tmp_path, demo=True)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(demo_app):
+    return demo_app.test_client()
+
+
+@pytest.fixture
+def csrf(client) -> dict[str, str]:
+    page = client.get("/setup/").get_data(as_text=True)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    return {"X-CSRFToken": token, "HX-Request": "true"}
+
+
+def post(client, csrf, path: str, data: dict[str, str]):
+    response = client.post(path, data=data, headers=csrf)
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return response.get_data(as_text=True)
+
+
+def error_text(html: str, field: str) -> str:
+    match = re.search(rf'<div class="error" id="{field}-error"[^>]*>(.*?)</div>', html, re.S)
+    assert match, f"no error slot for {field}"
+    return match.group(1).strip()
+
+
+def hidden_state(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html))
+
+
+def test_setup_page_starts_at_the_tier_with_progress(client) -> None:
+    response = client.get("/setup/")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "<html" in html
+    assert 'aria-current="step"' in html and "Capability" in html and "Credentials &amp; save" in html
+    assert re.search(r'<input type="radio" name="tier" value="small" checked>', html)
+    for tier in ("medium", "large", "custom"):
+        assert f'name="tier" value="{tier}"' in html
+    assert "css/wizard.css" in html and "js/wizard.js" in html
+
+
+def test_each_step_returns_the_next_partial_carrying_the_choices(client, csrf) -> None:
+    html = post(client, csrf, "/setup/tier", {"tier": "medium"})
+    assert "<html" not in html and "Where should the GPU run?" in html
+    assert hidden_state(html) == {"tier": "medium"}
+    assert 'name="region" value="us-ord"' in html and "recommended" in html
+
+    html = post(client, csrf, "/setup/region", {"tier": "medium", "region": "us-ord"})
+    assert "Which GPU plan?" in html and hidden_state(html) == {"tier": "medium", "region": "us-ord"}
+    recommended_row = re.search(r'value="g2-gpu-rtx4000a2-s" checked>.*?</label>', html, re.S).group(0)
+    assert "recommended" in recommended_row and "$1.05" in recommended_row and "40 GB total" in recommended_row
+    assert "too small for medium models" in html
+    assert "g1-gpu-rtx6000" not in html  # not offered in us-ord
+
+    html = post(client, csrf, "/setup/plan", STATE)
+    assert "Which model?" in html and hidden_state(html) == STATE
+    assert f'name="model" value="{QWEN_32B_AWQ}" checked' in html
+
+    html = post(client, csrf, "/setup/model", {**STATE, "model": QWEN_32B_AWQ, "max_model_len": ""})
+    assert "Review and save" in html and hidden_state(html) == FULL_STATE
+    assert "Checks passed" in html and "tokens are optional" in html
+
+
+def test_missing_choice_is_shown_next_to_the_field_with_status_200(client, csrf) -> None:
+    html = post(client, csrf, "/setup/tier", {})
+    assert error_text(html, "tier") == "Pick a capability tier."
+    assert 'aria-invalid="true"' in html
+    html = post(client, csrf, "/setup/plan", {"tier": "medium", "region": "us-ord"})
+    assert error_text(html, "plan") == "Pick a GPU plan."
+
+
+def test_a_plan_from_another_region_is_refused_next_to_the_field(client, csrf) -> None:
+    html = post(client, csrf, "/setup/plan", {**STATE, "plan": "g1-gpu-rtx6000-1"})
+    assert "Which GPU plan?" in html
+    assert "plan &#39;g1-gpu-rtx6000-1&#39; is not offered in us-ord" in error_text(html, "plan")
+
+
+def test_oversize_context_is_refused_next_to_the_context_field(client, csrf) -> None:
+    data = {"tier": "small", "region": "us-ord", "plan": "g2-gpu-rtx4000a1-s", "model": QWEN_14B_AWQ,
+            "max_model_len": "32768"}
+    html = post(client, csrf, "/setup/model", data)
+    assert "Which model?" in html
+    message = error_text(html, "max_model_len")
+    assert "largest context that fits: 29,696" in message
+    assert "cheapest plan that fits 32K: g2-gpu-rtx4000a2-s at $1.05/h" in message
+    assert 'value="32768"' in html  # what was typed stays in the field
+
+
+def test_other_model_needs_an_id_and_an_unsizable_one_needs_a_context(client, csrf) -> None:
+    html = post(client, csrf, "/setup/model", {**STATE, "model": "custom", "custom_model_id": ""})
+    assert "Type a Hugging Face model id" in error_text(html, "custom_model_id")
+    html = post(client, csrf, "/setup/model", {**STATE, "model": "custom", "custom_model_id": "someone/new-coder"})
+    assert "could not be sized" in error_text(html, "max_model_len")
+    html = post(client, csrf, "/setup/model", {**STATE, "model": "custom", "custom_model_id": "someone/new-coder",
+                                               "max_model_len": "8192"})
+    assert "Review and save" in html
+    assert "sizing skipped: could not reach Hugging Face to size someone/new-coder" in html
+
+
+def test_back_returns_to_the_previous_step_with_the_choice_kept(client, csrf) -> None:
+    html = post(client, csrf, "/setup/step/region", FULL_STATE)
+    assert "Where should the GPU run?" in html
+    assert 'name="region" value="us-ord" checked' in html
+    assert hidden_state(html) == {k: v for k, v in FULL_STATE.items() if k != "region"}
+    html = post(client, csrf, "/setup/region", {**FULL_STATE})  # Next with the same region keeps the rest
+    assert hidden_state(html)["model_id"] == QWEN_32B_AWQ
+    html = post(client, csrf, "/setup/step/review", {"tier": "medium"})  # not reached yet: back to the start
+    assert "How capable should the model be?" in html
+
+
+def test_posts_without_the_csrf_token_are_refused(client, tmp_path: Path) -> None:
+    response = client.post("/setup/tier", data={"tier": "small"})
+    assert response.status_code == 400
+    assert b"CSRF" in response.data
+    # htmx gets the refusal without a swap (the panel shows it as a message), never the next step.
+    response = client.post("/setup/save", data=FULL_STATE, headers={"HX-Request": "true"})
+    assert "HX-Redirect" not in response.headers
+    assert response.status_code == 400 or response.headers.get("HX-Reswap") == "none"
+    assert b"CSRF" in response.data or "CSRF" in response.headers.get("HX-Trigger", "")
+    assert not (tmp_path / "project" / ".env").exists()
+
+
+def test_save_redirects_to_the_dashboard_with_a_flash_and_writes_0600_files(client, csrf, tmp_path: Path) -> None:
+    workdir = tmp_path / "project"
+    (workdir / ".env").write_text("# mine\nFOO=bar\n")
+    response = client.post("/setup/save", data={**FULL_STATE, "linode_token": "", "hf_token": "hf_typedToken12345"},
+                           headers=csrf)
+    assert response.status_code == 200 and response.headers["HX-Redirect"] == "/"
+    with client.session_transaction() as session:
+        flashes = session.get("_flashes", [])
+    assert any("Saved .env and .env.secrets" in message and "ready to launch" in message
+               for _category, message in flashes)
+    assert (workdir / ".env").read_text().startswith("# mine\nFOO=bar\nREGION=us-ord\n")
+    assert "HUGGING_FACE_HUB_TOKEN=hf_typedToken12345" in (workdir / ".env.secrets").read_text()
+    assert stat.S_IMODE((workdir / ".env.secrets").stat().st_mode) == 0o600
+
+
+def test_save_without_htmx_answers_303(client, csrf) -> None:
+    response = client.post("/setup/save", data=FULL_STATE, headers={"X-CSRFToken": csrf["X-CSRFToken"]})
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+
+
+def test_no_token_value_ever_appears_in_a_response(client, csrf, tmp_path: Path) -> None:
+    workdir = tmp_path / "project"
+    (workdir / ".env.secrets").write_text(f"LINODE_TOKEN={SAVED_LINODE}\nHUGGING_FACE_HUB_TOKEN={SAVED_HF}\n")
+    typed = "typed-secret-token-987654321"
+    pages = [client.get("/setup/").get_data(as_text=True),
+             post(client, csrf, "/setup/model", {**STATE, "model": QWEN_32B_AWQ}),
+             post(client, csrf, "/setup/step/review", FULL_STATE)]
+    # A refused save (context too long) re-renders the step: the typed token must not come back either.
+    refused = post(client, csrf, "/setup/save", {**FULL_STATE, "context": "65536", "linode_token": typed})
+    pages.append(refused)
+    assert "Nothing was saved" in refused and "VLLM_MAX_MODEL_LEN" in refused
+    assert "token found in .env.secrets" in pages[1]
+    for html in pages:
+        for secret in (SAVED_LINODE, SAVED_HF, typed):
+            assert secret not in html
+    assert typed not in (workdir / ".env.secrets").read_text()
+
+
+def test_a_malformed_token_is_an_error_next_to_its_field(client, csrf) -> None:
+    html = post(client, csrf, "/setup/save", {**FULL_STATE, "hf_token": "op://just-a-vault"})
+    assert "op://vault/item/field" in error_text(html, "hf_token")
+    assert "op://just-a-vault" not in html
+
+
+@pytest.fixture
+def real_client(tmp_path: Path):
+    app = make_app(tmp_path, demo=False)
+    yield app.test_client()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_without_a_linode_token_the_region_step_explains_instead_of_failing(real_client) -> None:
+    page = real_client.get("/setup/").get_data(as_text=True)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    response = real_client.post("/setup/tier", data={"tier": "small"},
+                                headers={"X-CSRFToken": token, "HX-Request": "true"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "could not list regions from linode: no Linode token" in html
+    assert "Try again" in html and "Traceback" not in html
