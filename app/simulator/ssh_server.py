@@ -221,6 +221,8 @@ class SshServer:
                     sessions = [c for c in sessions if not c.closed] + [channel]
         finally:
             transport.close()
+            for upstream in interface.forwards.values():  # forwards opened but never picked up
+                _close_quietly(upstream)
             with self._lock:
                 self._transports.discard(transport)
             self._untrack(sock)
