@@ -215,3 +215,28 @@ def test_a_silent_network_is_noticed_by_the_ping_and_the_tunnel_comes_back(keys,
     finally:
         tunnels.close_all()
         hole.close()
+
+
+def test_a_factory_sharing_the_engines_connection_survives_a_reboot(supervisor, keys, vm):
+    """The engine hands tunnels its one shared RemoteHost and connects it in the factory, which raises while the
+    VM reboots: the watcher must survive that and commands and forwards keep sharing one transport."""
+    host, client = keys
+    shared = RemoteHost("127.0.0.1", vm.ssh_port, load_public_key(host.public_openssh),
+                        load_private_key(client.private_openssh), connect_timeout=2)
+    calls = []
+
+    def engine_remote() -> RemoteHost:
+        calls.append(1)
+        if not shared.is_alive():
+            shared.connect()  # SshUnreachable while the VM is down
+        return shared
+
+    ports = supervisor.open("s1", engine_remote, [ForwardSpec("api", vc.VLLM_PORT, free_port())])
+    first_boot = shared.run(vc.CMD_BOOT_ID).stdout
+    assert _healthy(ports["api"]) and vm._ssh.connection_count == 1  # one transport for both
+    shared.run(vc.CMD_REBOOT)
+    wait_for(lambda: not _healthy(ports["api"]))
+    wait_for(lambda: _healthy(ports["api"]))
+    assert shared.run(vc.CMD_BOOT_ID).stdout != first_boot
+    assert supervisor.status("s1").state == "up" and len(calls) >= 2
+    wait_for(lambda: vm._ssh.connection_count == 1)

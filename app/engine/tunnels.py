@@ -125,19 +125,29 @@ class _Tunnel:
         return TunnelStatus(self.state, dict(self.ports), self.last_error, traffic, self.bytes_in, self.bytes_out)
 
     def _connect_once(self) -> bool:
-        """One attempt at a fresh transport + pty; records the outcome in state/last_error."""
-        remote = self.remote_factory()
+        """One attempt at a fresh transport + pty; records the outcome in state/last_error.
+
+        The factory may hand out a RemoteHost shared with the engine's commands (and may connect it itself, so it
+        may raise too): the tunnel closes it when it reconnects or closes, and its owner reconnects on next use.
+        """
+        remote: RemoteHost | None = None
         try:
+            remote = self.remote_factory()
             remote.connect()
             pty = remote.keep_pty()
         except (HostKeyMismatch, SshAuthError) as exc:
-            remote.close()
+            if remote is not None:
+                remote.close()
             self._set_down(str(exc))
             return False
-        except RemoteError as exc:
-            remote.close()
+        except Exception as exc:  # noqa: BLE001 -- RemoteError, or a factory bug: either way retry with backoff
+            if remote is not None:
+                remote.close()
+            if not isinstance(exc, RemoteError):
+                log.exception("tunnel %s: building the SSH connection failed", self.key)
             with self.lock:
-                self.state, self.last_error = "reconnecting", str(exc)
+                self.state, self.last_error = "reconnecting", str(exc) if isinstance(exc, RemoteError) \
+                    else f"internal error ({type(exc).__name__})"
                 self.up.clear()
             return False
         with self.lock:
@@ -147,7 +157,7 @@ class _Tunnel:
             old, self.remote, self.pty = self.remote, remote, pty
             self.state, self.last_error = "up", None
             self.up.set()
-        if old is not None:
+        if old is not None and old is not remote:
             old.close()
         log.info("tunnel %s: up on %s", self.key, self.ports)
         return True
