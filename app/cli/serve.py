@@ -60,6 +60,8 @@ def serve(host: str, port: int, demo: bool | None, share: bool, no_workers: bool
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)  # the server's log tells what the workers do
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # paramiko logs every reset during a VM reboot at ERROR; maider records SSH state in the session's events.
+    logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
     settings = load_settings()
     if demo is None:
         demo = settings.linode_token is None
