@@ -72,7 +72,7 @@ def test_setup_page_starts_at_the_tier_with_progress(client) -> None:
     response = client.get("/setup/")
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and "<html" in html
-    assert 'aria-current="step"' in html and "Capability" in html and "Credentials &amp; save" in html
+    assert 'aria-current="step"' in html and "Capability" in html and "Review &amp; save" in html
     assert re.search(r'<input type="radio" name="tier" value="small" checked>', html)
     for tier in ("medium", "large", "custom"):
         assert f'name="tier" value="{tier}"' in html
@@ -222,3 +222,11 @@ def test_without_a_linode_token_the_region_step_explains_instead_of_failing(real
     assert response.status_code == 200
     assert "could not list regions from linode: no Linode token" in html
     assert "Try again" in html and "Traceback" not in html
+
+
+def test_the_saved_choices_are_marked_so_a_rerun_shows_what_changes(client, csrf, tmp_path: Path) -> None:
+    (tmp_path / "project" / ".env").write_text("REGION=us-ord\nTYPE=g2-gpu-rtx4000a4-s\n")
+    html = post(client, csrf, "/setup/region", {"tier": "medium", "region": "us-ord"})
+    row = re.search(r'value="g2-gpu-rtx4000a4-s".*?</label>', html, re.S).group(0)
+    assert "saved now" in row
+    assert html.count("saved now") == 1

@@ -64,13 +64,18 @@ class TierOption:
     key: str  # "small" | "medium" | "large" | "custom"
     label: str  # e.g. "Small · 7–14B"
     summary: str  # one sentence on what it buys
+    examples: str  # model families of the tier in maider's catalog
 
 
 TIER_OPTIONS: tuple[TierOption, ...] = (
-    TierOption("small", "Small · 7–14B", "Quick answers and edits on one GPU; the cheapest way to start."),
-    TierOption("medium", "Medium · 30–32B", "Stronger reasoning over bigger changes; usually two GPUs."),
-    TierOption("large", "Large · 70B+", "The most capable open models; four GPUs, several dollars an hour."),
-    TierOption(CUSTOM_TIER, "Custom", "Any Hugging Face model: every GPU region and plan, sized when you pick it."),
+    TierOption("small", "Small · 7–14B", "Quick answers and edits on one GPU; the cheapest way to start.",
+               "Qwen2.5-Coder 7B and 14B, DeepSeek-Coder-V2-Lite"),
+    TierOption("medium", "Medium · 30–32B", "Stronger reasoning over bigger changes; usually two GPUs.",
+               "Qwen2.5-Coder 32B, Qwen3-Coder 30B-A3B"),
+    TierOption("large", "Large · 70B+", "The most capable open models; four GPUs, several dollars an hour.",
+               "Llama 3.1 70B (4-bit AWQ)"),
+    TierOption(CUSTOM_TIER, "Custom", "Any Hugging Face model: every GPU region and plan, sized when you pick it.",
+               "any org/name on Hugging Face"),
 )
 TIER_KEYS = tuple(t.key for t in TIER_OPTIONS)
 
@@ -292,6 +297,16 @@ def plan_options(ctx: Context, tier: str, region: str) -> list[PlanOption]:
     if best is not None:
         options[best] = replace(options[best], recommended=True)
     return options
+
+
+def region_name(ctx: Context, region_id: str | None) -> str:
+    """``Chicago, IL (us-ord)`` from the cached region list; the bare id when it is not known."""
+    try:
+        regions = catalog_service.list_regions(ctx.provider(), ctx.home)
+    except (ProviderError, ConfigError):
+        return region_id or ""
+    label = next((r.label for r in regions if r.id == region_id), None)
+    return f"{label} ({region_id})" if label else (region_id or "")
 
 
 def find_plan(ctx: Context, tier: str, region: str, plan_id: str | None) -> GpuPlan:

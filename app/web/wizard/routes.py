@@ -91,8 +91,8 @@ def save():
     if saved is None:
         return render_step("review", form, ctx, review=result, extra={"typed_tokens": any(form.tokens().values())})
     names = " and ".join(path.name for path in (saved.env, saved.secrets) if path is not None)
-    flash(f"Saved {names} in {ctx.workdir} — ready to launch {result.settings.model_id} on "
-          f"{result.settings.plan} in {result.settings.region}.", "success")
+    flash(f"Saved {names} — ready to launch {result.settings.model_id} on {result.settings.plan} in "
+          f"{result.settings.region}.", "success")
     if wants_partial():
         response = make_response("", 200)
         response.headers["HX-Redirect"] = url_for("sessions.index")

@@ -11,7 +11,7 @@ from app.web.wizard import forms
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("tier", "Capability"), ("region", "Region"), ("plan", "GPU plan"), ("model", "Model"),
-    ("review", "Credentials & save"),
+    ("review", "Review & save"),
 )
 STEP_NAMES = tuple(name for name, _label in STEPS)
 
@@ -53,7 +53,7 @@ def _options(ctx: wizard_service.Context, step: str, choices: wizard_service.Cho
     data: dict[str, Any] = {}
     try:
         if step == "tier":
-            data["tiers"] = [(t, wizard_service.tier_models(t.key)) for t in wizard_service.TIER_OPTIONS]
+            data["tiers"] = wizard_service.TIER_OPTIONS
         elif step == "region":
             data["regions"] = wizard_service.region_options(ctx, choices.tier or "")
         elif step == "plan":
@@ -66,6 +66,8 @@ def _options(ctx: wizard_service.Context, step: str, choices: wizard_service.Cho
             data["plan"] = wizard_service.find_plan(ctx, choices.tier or "", choices.region or "", choices.plan)
             data["review"] = review or wizard_service.review(ctx, choices)
             data["credentials"] = wizard_service.credential_info(ctx.settings)
+        if step in ("plan", "review"):
+            data["region_name"] = wizard_service.region_name(ctx, choices.region)
     except wizard_service.WizardError as exc:
         data["step_error"] = str(exc)
     return data
@@ -81,7 +83,7 @@ def render_step(step: str, form: Any, ctx: wizard_service.Context | None = None,
     context = {
         "step": step, "steps": STEPS, "step_index": STEP_NAMES.index(step), "reachable": reachable(choices),
         "form": form, "choices": choices,
-        "demo": ctx.demo, "workdir": str(ctx.workdir), "field_errors": errors or {}, **data, **(extra or {}),
+        "demo": ctx.demo, "workdir": str(ctx.workdir), "current": ctx.settings, "field_errors": errors or {}, **data, **(extra or {}),
     }
     template = "wizard/_wizard.html" if wants_partial() else "wizard/index.html"
     return render_template(template, **context)
