@@ -5,6 +5,7 @@ whatever port or mode it picked.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from app import create_app
 
 log = logging.getLogger(__name__)
 SERVER_FILE = "server.json"
+LOCK_FILE = "server.lock"
 DEMO_TIMINGS = {"poll_max": 2.0}  # simulated VMs move in seconds: poll them often so the demo feels live
 
 
@@ -41,11 +43,41 @@ def remove_server_file(home: Path) -> None:
         pass
 
 
+class AlreadyRunning(RuntimeError):
+    """Another maider server owns this MAIDER_HOME."""
+
+
+def acquire_owner_lock(home: Path):
+    """One server per MAIDER_HOME: two sets of workers would race for the same VMs. Returns the open lock file."""
+    handle = open(home / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        try:
+            url = json.loads(server_file(home).read_text()).get("url", "")
+        except (OSError, ValueError):
+            url = ""
+        raise AlreadyRunning(f"maider is already running{' at ' + url if url else ''} for {home}") from None
+    return handle
+
+
+def release_stale_leases(app) -> None:
+    """This process now owns every session: leases held by a killed predecessor are void."""
+    from app.extensions import db
+    from app.models import Session
+
+    with app.app_context():
+        db.session.execute(db.update(Session).values(lease_token=None, lease_expires_at=None))
+        db.session.commit()
+
+
 def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool = True, threads: int = 8) -> None:
     """Serve until interrupted; workers stop with the server."""
     from waitress import create_server
 
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = acquire_owner_lock(home)
     data_home = home / "demo" if demo else home
     api_token = secrets.token_urlsafe(32)
     config = {"MAIDER_HOME": str(data_home), "MAIDER_DEMO": demo, "MAIDER_API_TOKEN": api_token}
@@ -53,6 +85,7 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
         config["MAIDER_TIMINGS"] = DEMO_TIMINGS
     app = create_app(config)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    release_stale_leases(app)
     supervisor = None
     if start_workers:
         from app.engine.supervisor import Supervisor
@@ -68,3 +101,4 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
         remove_server_file(home)
         if supervisor is not None:
             supervisor.stop()
+        lock.close()

@@ -125,3 +125,24 @@ def test_diagnose_reads_stdin(demo_server):
     log = "RuntimeError: Bfloat16 is only supported on GPUs with compute capability of at least 8.0.\n"
     result = subprocess.run(MAIDER + ["diagnose", "-"], input=log, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "half" in result.stdout
+
+
+def test_a_second_server_on_the_same_home_is_refused(demo_server):
+    second = maider(demo_server, "serve", "--port", str(_free_port()), timeout=30)
+    assert second.returncode != 0
+    assert "already running at " + demo_server["info"]["url"] in second.stderr
+
+
+def test_cli_starts_a_server_when_none_runs_and_says_so(tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(MAIDER_HOME=str(tmp_path / "home-auto"), HOME=str(tmp_path / "h"), MAIDER_PORT=str(_free_port()))
+    result = subprocess.run(MAIDER + ["list"], cwd=project, env=env, capture_output=True, text=True, timeout=90)
+    info = json.loads((tmp_path / "home-auto" / "server.json").read_text())
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "No maider server is running: starting one in the background" in result.stderr
+        assert info["url"] in result.stderr and "No sessions" in result.stdout
+    finally:
+        os.kill(info["pid"], signal.SIGINT)

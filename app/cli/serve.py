@@ -70,12 +70,14 @@ def serve(host: str, port: int, demo: bool | None, share: bool, no_workers: bool
     actual = find_free_port(host, port)
     if actual != port:
         click.echo(f"Port {port} is taken; using {actual}.")
-    from app.server import run_server
+    from app.server import AlreadyRunning, run_server
 
     home = default_home()
     try:
         run_server(home=home, host=host, port=actual, demo=demo, start_workers=not no_workers,
                    threads=WAITRESS_THREADS)
+    except AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("Stopped.", err=True)
         sys.exit(0)
