@@ -445,8 +445,11 @@ def review(ctx: Context, choices: Choices, tokens: Mapping[str, str | None] | No
     """Run every launch check on the would-be settings; problems block saving."""
     tokens = tokens or {}
     settings = would_be_settings(ctx, choices, tokens)
-    provider = ctx.provider() if not any(tokens.values()) else ctx.provider_factory(ctx.provider_name, settings,
-                                                                                    ctx.home)
+    try:
+        provider = ctx.provider() if not any(tokens.values()) else ctx.provider_factory(ctx.provider_name, settings,
+                                                                                        ctx.home)
+    except ConfigError as exc:
+        raise WizardError(str(exc)) from None
     report = validate_launch(settings, provider, ctx.home, model_lookup=model_lookup)
     warnings = [f"{variable} is set in the environment, which overrides what is saved to {ENV_FILE}"
                 for variable in ("REGION", "TYPE", "MODEL_ID", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PARALLEL_SIZE")

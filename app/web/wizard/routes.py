@@ -87,7 +87,10 @@ def save():
     form, ctx = forms.CredentialsForm(), open_context()
     if not form.validate_on_submit():
         return render_step("review", form, ctx, errors=_field_errors(form))
-    result, saved = wizard_service.save(ctx, form.choices(), form.tokens())
+    try:
+        result, saved = wizard_service.save(ctx, form.choices(), form.tokens())
+    except wizard_service.WizardError as exc:
+        return render_step("review", form, ctx, errors=_field_errors(form, exc))
     if saved is None:
         return render_step("review", form, ctx, review=result, extra={"typed_tokens": any(form.tokens().values())})
     names = " and ".join(path.name for path in (saved.env, saved.secrets) if path is not None)
