@@ -230,3 +230,53 @@ def test_the_saved_choices_are_marked_so_a_rerun_shows_what_changes(client, csrf
     row = re.search(r'value="g2-gpu-rtx4000a4-s".*?</label>', html, re.S).group(0)
     assert "saved now" in row
     assert html.count("saved now") == 1
+
+
+@pytest.fixture
+def live_demo_url(demo_app):
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, demo_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.mark.browser
+def test_keyboard_journey_in_chromium(page, live_demo_url, tmp_path: Path) -> None:
+    """Arrow keys pick, Enter goes on, focus lands on each new step, Back keeps the choice, Save lands on /."""
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(live_demo_url + "/setup/")
+    page.focus("input[name=tier][value=small]")
+    page.keyboard.press("ArrowRight")  # radio group: small -> medium
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Where should the GPU run?")
+    assert page.evaluate("document.activeElement.classList.contains('wizard-title')")
+    page.check("input[name=region][value=us-ord]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Which GPU plan?")
+    assert page.is_checked("input[name=plan][value=g2-gpu-rtx4000a2-s]")  # the recommended plan
+    page.get_by_role("button", name="Back").click()
+    page.wait_for_selector("text=Where should the GPU run?")
+    assert page.is_checked("input[name=region][value=us-ord]")
+    page.get_by_role("button", name="Next").click()
+    page.wait_for_selector("text=Which GPU plan?")
+    page.get_by_role("button", name="Next").click()
+    page.wait_for_selector("text=Which model?")
+    page.fill("#max_model_len", "999999")
+    page.press("#max_model_len", "Enter")  # Enter in a field submits Next, not a progress step
+    page.wait_for_selector("#max_model_len-error:not(:empty)")
+    assert page.evaluate("document.activeElement.id") == "max_model_len"
+    page.fill("#max_model_len", "")
+    page.press("#max_model_len", "Enter")
+    page.wait_for_selector("text=Checks passed")
+    page.get_by_role("button", name="Save settings").click()
+    page.wait_for_url(live_demo_url + "/")
+    assert "ready to launch" in page.locator(".flash").inner_text()
+    assert "MODEL_ID=Qwen/Qwen2.5-Coder-32B-Instruct-AWQ" in (tmp_path / "project" / ".env").read_text()
+    assert violations == []
