@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from app.cli.wizard import wizard
@@ -12,6 +14,16 @@ from app.config import load_settings
 QWEN_7B_AWQ = "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"
 QWEN_32B_AWQ = "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ"
 QWEN_14B_AWQ = "Qwen/Qwen2.5-Coder-14B-Instruct-AWQ"
+
+
+@pytest.fixture(autouse=True)
+def _utc_laptop(monkeypatch: pytest.MonkeyPatch):
+    """The recommended region is the nearest by time zone: pin the laptop to UTC (Frankfurt 2 comes first)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def run(args: list[str], answers: str | None = None):
@@ -24,6 +36,7 @@ def test_yes_accepts_every_recommendation_and_saves() -> None:
     assert result.exit_code == 0, result.output
     assert "→ Small · 7–14B" in result.output and f"→ {QWEN_7B_AWQ}" in result.output
     assert "Demo mode: tokens are optional" in result.output
+    assert "✓ checks passed" in result.output
     assert "✓ Saved .env in" in result.output and "ready to launch" in result.output
     env = Path(".env").read_text()
     assert env.startswith("# kept\nWATCHDOG_ENABLED=true\n")
@@ -73,3 +86,21 @@ def test_without_a_linode_token_it_says_how_to_add_one() -> None:
     assert result.exit_code == 1
     assert "could not list regions from linode: no Linode token" in result.output
     assert "Traceback" not in result.output
+
+
+
+def test_an_unsizable_model_is_saved_with_a_warning_that_its_fit_was_not_checked() -> None:
+    from app.providers.simulated import simulated_plans
+    from app.services import wizard as wizard_service
+
+    cheapest = sorted(simulated_plans("de-fra-2"), key=lambda p: p.hourly_price)[0]
+    other = len(wizard_service.model_options("custom", cheapest)) + 1
+    # custom tier, recommended region and plan, "Other" with an id the offline Hub cannot size, then a context.
+    answers = f"4\n\n\n{other}\nsomeone/brand-new-coder\n8192\n\n\ny\n"
+    result = run(["--demo"], answers)
+    assert result.exit_code == 0, result.output
+    assert "could not size someone/brand-new-coder (offline)" in result.output
+    assert "the model's fit was not checked" in result.output and "✓ checks passed" not in result.output
+    settings = load_settings(Path.cwd())
+    assert settings.model_id == "someone/brand-new-coder" and settings.max_model_len == 8192
+    assert settings.tensor_parallel_size is None  # unsized: vLLM uses every GPU of the plan

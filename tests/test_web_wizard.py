@@ -135,6 +135,7 @@ def test_other_model_needs_an_id_and_an_unsizable_one_needs_a_context(client, cs
                                                "max_model_len": "8192"})
     assert "Review and save" in html
     assert "sizing skipped: could not reach Hugging Face to size someone/new-coder" in html
+    assert "was not checked" in html and "Checks passed" not in html  # never claim a fit that was not sized
 
 
 def test_back_returns_to_the_previous_step_with_the_choice_kept(client, csrf) -> None:

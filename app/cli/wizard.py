@@ -126,6 +126,11 @@ def _show_review(result: wizard_service.Review) -> None:
         click.secho(f"! {warning}", fg="yellow")
     for note in result.report.notes:
         click.echo(f"• {note}")
+    if result.ok and result.report.fit is None:
+        click.secho("! region and plan check out, but the model's fit was not checked: if it does not fit, vLLM "
+                    "stops at start-up and the VM is billed until it is destroyed", fg="yellow")
+    elif result.ok:
+        click.secho("✓ checks passed: region, plan, tensor parallelism, dtype and VRAM fit", fg="green")
 
 
 @click.command()
