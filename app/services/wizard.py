@@ -34,6 +34,7 @@ ModelLookup = Callable[..., ModelFacts]
 
 CUSTOM_TIER = "custom"
 MIN_USEFUL_CONTEXT = 4096  # below this a coding assistant cannot hold a file and a question
+DEFAULT_CONTEXT = 32768  # proposed for a model outside maider's catalog (capped at what fits)
 FILE_MODE = 0o600
 ENV_KEYS = ("REGION", "TYPE", "MODEL_ID", "SERVED_MODEL_NAME", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PARALLEL_SIZE")
 SECRET_KEYS = {"linode": "LINODE_TOKEN", "hf": "HUGGING_FACE_HUB_TOKEN"}
@@ -327,7 +328,7 @@ def model_options(tier: str, plan: GpuPlan) -> list[ModelOption]:
     others = [m for m in CATALOG if m not in own] if tier != CUSTOM_TIER else []
     options = []
     for entry in own + others:
-        fits_default, max_context, tp = _model_fit(entry.facts, plan, entry.default_context)
+        _fits, max_context, tp = _model_fit(entry.facts, plan, entry.default_context)
         if max_context < MIN_USEFUL_CONTEXT:
             continue
         options.append(ModelOption(entry, max_context, _proposed_context(entry.default_context, max_context), tp))
@@ -369,7 +370,7 @@ def size_model(ctx: Context, tier: str, region: str, plan: GpuPlan, model_id: st
         return ModelSizing(model_id, context, None, None, f"maider does not know the GPU of {plan.id}: "
                                                           "the VRAM fit is not checked", facts)
     tp = best_tp(facts, plan.gpus)
-    default = next((m.default_context for m in CATALOG if m.model_id == facts.model_id), 32768)
+    default = next((m.default_context for m in CATALOG if m.model_id == facts.model_id), DEFAULT_CONTEXT)
     probe = estimate_fit(facts, plan.gpu, plan.gpus, tp, min(default, facts.max_position_embeddings))
     blocking = [p for p in probe.problems if not p.memory and p.setting != "max_model_len"]
     if blocking:
@@ -377,7 +378,8 @@ def size_model(ctx: Context, tier: str, region: str, plan: GpuPlan, model_id: st
     max_context = probe.max_context
     wanted = context if context is not None else _proposed_context(default, max_context)
     if max_context < min(MIN_USEFUL_CONTEXT, wanted) or max_context == 0:
-        raise WizardError(f"{facts.model_id} does not fit on {plan.id}: {probe.problems[0].message}; "
+        why = probe.problems[0].message if probe.problems else f"room for only {max_context:,} tokens"
+        raise WizardError(f"{facts.model_id} does not fit on {plan.id}: {why}; "
                           + _alternative(ctx, tier, region, facts, min(default, facts.max_position_embeddings)),
                           "model_id")
     if wanted > facts.max_position_embeddings:

@@ -82,8 +82,8 @@ def render_step(step: str, form: Any, ctx: wizard_service.Context | None = None,
     data = _options(ctx, step, choices, review)
     context = {
         "step": step, "steps": STEPS, "step_index": STEP_NAMES.index(step), "reachable": reachable(choices),
-        "form": form, "choices": choices,
-        "demo": ctx.demo, "workdir": str(ctx.workdir), "current": ctx.settings, "field_errors": errors or {}, **data, **(extra or {}),
+        "form": form, "choices": choices, "demo": ctx.demo, "workdir": str(ctx.workdir), "current": ctx.settings,
+        "field_errors": errors or {}, **data, **(extra or {}),
     }
     template = "wizard/_wizard.html" if wants_partial() else "wizard/index.html"
     return render_template(template, **context)
