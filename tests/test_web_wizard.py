@@ -281,3 +281,11 @@ def test_keyboard_journey_in_chromium(page, live_demo_url, tmp_path: Path) -> No
     assert "ready to launch" in page.locator(".flash").inner_text()
     assert "MODEL_ID=Qwen/Qwen2.5-Coder-32B-Instruct-AWQ" in (tmp_path / "project" / ".env").read_text()
     assert violations == []
+
+
+def test_a_problem_the_wizard_cannot_fix_says_where_to_fix_it(client, csrf, tmp_path: Path) -> None:
+    (tmp_path / "project" / ".env").write_text("VLLM_DTYPE=bfloat16\n")
+    state = {"tier": "small", "region": "us-east", "plan": "g1-gpu-rtx6000-1",
+             "model_id": "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ", "context": "16384", "tp": "1"}
+    html = post(client, csrf, "/setup/step/review", state)
+    assert "VLLM_DTYPE" in html and "change it in .env" in html

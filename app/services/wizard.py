@@ -168,6 +168,12 @@ class Review:
     def ok(self) -> bool:
         return self.report.ok
 
+    def outside_wizard(self, variable: str) -> str | None:
+        """Where to fix a problem the wizard cannot (e.g. ``VLLM_DTYPE`` from .env), or None when it can."""
+        if variable in ENV_KEYS or variable in SECRET_KEYS.values():
+            return None
+        return self.settings.sources.get(variable) or ENV_FILE
+
 
 @dataclass(frozen=True)
 class SavedFiles:
