@@ -6,7 +6,7 @@ import logging
 import click
 
 from app import redaction
-from app.cli import catalog, diagnose, serve, sessions, validate
+from app.cli import catalog, diagnose, serve, sessions, validate, wizard
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,6 +20,6 @@ def main(verbose: bool) -> None:
     redaction.install()
 
 
-for _module in (serve, catalog, validate, sessions, diagnose):
+for _module in (serve, wizard, validate, catalog, sessions, diagnose):
     for _command in _module.commands:
         main.add_command(_command)
