@@ -194,3 +194,31 @@ def test_simulated_provider_create_is_idempotent_by_label(app, tmp_path):
         assert first.id == second.id and len(provider.list_owned()) == 1
     finally:
         provider.close()
+
+
+def test_monitor_records_activity_gpus_and_log_for_the_panel(app, linode_world):
+    import httpx
+
+    from app.engine import monitor
+    from app.engine.identity import load_identity
+
+    launch(app, "watched", linode_world["workdir"])
+    ready = drive(app, "watched", in_state(SessionState.READY, SessionState.FAILED))
+    assert ready.status == "ready", ready.status_message
+    with app.app_context():
+        monitor.run_once(app)  # baseline scrape
+        session = db.session.get(Session, ready.id)
+        session.last_activity_at = utcnow() - timedelta(hours=1)
+        db.session.commit()
+        key = load_identity(Path(app.config["MAIDER_HOME"]), ready.uid).api_key
+    reply = httpx.post(f"http://127.0.0.1:{ready.api_port}/v1/completions", timeout=10,
+                       headers={"Authorization": f"Bearer {key}"},
+                       json={"model": "coder", "prompt": "def add(a, b):", "max_tokens": 8})
+    assert reply.status_code == 200
+    with app.app_context():
+        monitor.run_once(app)
+        session = db.session.get(Session, ready.id)
+        assert utcnow() - session.last_activity_at < timedelta(minutes=1)
+        assert session.engine_state["gpus"][0]["name"].startswith("NVIDIA RTX 4000 Ada")
+        assert "Application startup complete" in session.engine_state["log_tail"]
+        assert session.tunnel_state == "up"

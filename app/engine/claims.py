@@ -6,7 +6,9 @@ expires, so a thread that died mid-step never blocks a session for good.
 """
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -15,6 +17,7 @@ from app.extensions import db
 from app.models import Session
 
 LEASE = timedelta(minutes=2)
+log = logging.getLogger(__name__)
 
 
 def try_claim(session_id: int, now: datetime, lease: timedelta = LEASE) -> str | None:
@@ -46,3 +49,28 @@ def release(session_id: int, token: str, processed_at: datetime) -> None:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
+
+
+def for_each_claimed(session_ids: Iterable[int], clock: Callable[[], datetime], work: Callable[[Session], None],
+                     worker: str) -> int:
+    """Run ``work`` on each session this worker can claim, committing each on its own; return how many ran.
+
+    A failure in one session is logged and rolled back; the others still get their turn.
+    """
+    done = 0
+    for session_id in session_ids:
+        token = try_claim(session_id, clock())
+        if token is None:
+            continue
+        try:
+            session = db.session.get(Session, session_id)
+            if session is not None:
+                work(session)
+                db.session.commit()
+                done += 1
+        except Exception:  # noqa: BLE001 -- one session's failure must not stop the worker
+            db.session.rollback()
+            log.exception("%s: session %s", worker, session_id)
+        finally:
+            release(session_id, token, clock())
+    return done

@@ -6,7 +6,7 @@ import logging
 import sqlalchemy as sa
 from flask import Flask
 
-from app.engine.claims import release, try_claim
+from app.engine.claims import for_each_claimed
 from app.domain import vm_contract as vm
 from app.engine.health import scrape_metrics
 from app.engine.steps import remote_target
@@ -100,18 +100,9 @@ def run_once(app: Flask) -> int:
     """Check every ready session once."""
     engine = runtime(app)
     ids = list(db.session.scalars(sa.select(Session.id).where(Session.status == SessionState.READY.value)))
-    for session_id in ids:
-        token = try_claim(session_id, engine.clock())
-        if token is None:
-            continue
-        try:
-            session = db.session.get(Session, session_id)
-            if session is not None and session.state == SessionState.READY and session.destroy_requested_at is None:
-                _check(app, session)
-                db.session.commit()
-        except Exception:  # noqa: BLE001
-            db.session.rollback()
-            log.exception("monitor: session %s", session_id)
-        finally:
-            release(session_id, token, engine.clock())
-    return len(ids)
+
+    def check(session: Session) -> None:
+        if session.state == SessionState.READY and session.destroy_requested_at is None:
+            _check(app, session)
+
+    return for_each_claimed(ids, engine.clock, check, "monitor")

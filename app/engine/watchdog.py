@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from app.domain.cost import accrued_cost, format_money, runtime as billable_runtime
-from app.engine.claims import release, try_claim
+from app.engine.claims import for_each_claimed
 from app.engine.runtime import runtime
 from app.engine.state import record_event
 from app.extensions import db
@@ -79,17 +79,5 @@ def run_once(app: Flask) -> int:
             SessionState.CONFIGURING.value, SessionState.BOOTING.value, SessionState.REBOOTING.value]
     ids = list(db.session.scalars(sa.select(Session.id).where(Session.status.in_(live),
                                                               Session.destroy_requested_at.is_(None))))
-    for session_id in ids:
-        token = try_claim(session_id, engine.clock())
-        if token is None:
-            continue
-        try:
-            session = db.session.get(Session, session_id)
-            check_session(session, engine.clock(), warning)
-            db.session.commit()
-        except Exception:  # noqa: BLE001
-            db.session.rollback()
-            log.exception("watchdog: session %s", session_id)
-        finally:
-            release(session_id, token, engine.clock())
-    return len(ids)
+    return for_each_claimed(ids, engine.clock, lambda session: check_session(session, engine.clock(), warning),
+                            "watchdog")
