@@ -1,6 +1,8 @@
 """Web layer: blueprints for pages, htmx partials and the /api/v1 JSON API."""
 from __future__ import annotations
 
+import importlib.util
+
 from flask import Flask, request
 
 
@@ -13,6 +15,7 @@ def init_app(app: Flask) -> None:
     """Register security hooks, template helpers, error pages and every blueprint."""
     from app.web import errors, filters, security
     from app.web.api import bp as api_bp
+    from app.web.history import bp as history_bp
     from app.web.sessions import bp as sessions_bp
     from app.web.settings import bp as settings_bp
 
@@ -20,9 +23,18 @@ def init_app(app: Flask) -> None:
     filters.init_app(app)
     errors.init_app(app)
     app.register_blueprint(sessions_bp)
+    app.register_blueprint(history_bp)
     app.register_blueprint(settings_bp)
     app.register_blueprint(api_bp)
+    has_wizard = importlib.util.find_spec("app.web.wizard") is not None
+    if has_wizard:
+        from app.web.wizard import bp as wizard_bp
+
+        app.register_blueprint(wizard_bp)
+    nav = [("sessions.index", "Sessions"), ("history.index", "History")]
+    nav += [("wizard.index", "Setup")] if has_wizard else []
+    nav += [("settings.index", "Settings")]
 
     @app.context_processor
     def _layout_context() -> dict[str, object]:
-        return {"demo_mode": app.config.get("MAIDER_DEMO", False)}
+        return {"demo_mode": app.config.get("MAIDER_DEMO", False), "has_wizard": has_wizard, "nav_items": nav}

@@ -1,6 +1,11 @@
-"""Error pages and JSON errors that say what went wrong and what to do, never a traceback."""
+"""Error pages and JSON errors that say what went wrong and what to do, never a traceback.
+
+An htmx request gets no error page (htmx would not swap it, or would swap it into a card): a refused action keeps
+the page as it is and raises a toast with the message; a poll for something that no longer exists stops polling.
+"""
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Flask, jsonify, render_template, request
@@ -11,15 +16,30 @@ from app.errors import NotFoundError, UserError
 from app.extensions import db
 
 log = logging.getLogger(__name__)
+HTMX_STOP_POLLING = 286  # htmx's status code for "stop polling this element"
 
 
 def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+def _is_htmx() -> bool:
+    return bool(request.headers.get("HX-Request"))
+
+
+def _toast(status: int, title: str, message: str):
+    """Keep the page as it is and show the message in a toast (static/js/app.js)."""
+    payload = {"maider:toast": {"level": "error", "title": title, "message": message}}
+    return "", status, {"HX-Reswap": "none", "HX-Trigger": json.dumps(payload)}
+
+
 def _render(status: int, title: str, message: str):
     if _wants_json():
         return jsonify({"error": message, "status": status}), status
+    if _is_htmx():
+        if request.method == "GET" and status == 404:
+            return "", HTMX_STOP_POLLING, {"HX-Reswap": "none"}
+        return _toast(200 if status < 500 else status, title, message)
     return render_template("errors/error.html", status=status, title=title, message=message), status
 
 

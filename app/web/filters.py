@@ -38,8 +38,38 @@ def _static_v(filename: str) -> str:
     return url_for("static", filename=filename, v=version)
 
 
+def _pct(value: float | None) -> str:
+    """A 0..1 fraction as ``41%``."""
+    if value is None:
+        return "—"
+    return f"{float(value) * 100:.0f}%"
+
+
+def _session_view(session, now: datetime | None = None):
+    from app.web.sessions import views
+
+    return views.view(session, now)
+
+
+def _aider_command(session) -> str:
+    from app.services import aider as aider_service
+
+    return aider_service.command_for(session)
+
+
 def init_app(app: Flask) -> None:
     """Register filters and globals on the app's Jinja environment."""
+    from app.web.sessions import views
+
+    app.jinja_env.filters["pct"] = _pct
+    app.jinja_env.filters["session_view"] = _session_view
+    app.jinja_env.filters["aider_command"] = _aider_command
+    app.jinja_env.filters["plan_label"] = views.plan_label
+    app.jinja_env.filters["badge_class"] = views.badge_class
+    app.jinja_env.filters["tunnel_class"] = views.tunnel_class
+    app.jinja_env.filters["can_destroy"] = views.can_destroy
+    app.jinja_env.filters["can_switch"] = views.can_switch
+    app.jinja_env.filters["shows_webui"] = views.shows_webui
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.filters["duration"] = lambda v: format_duration(v if isinstance(v, timedelta) or v is None
                                                                   else timedelta(seconds=float(v)))

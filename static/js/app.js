@@ -10,21 +10,33 @@
     if (!source) return;
     var text = (source.value !== undefined ? source.value : source.textContent).trim();
     var done = function (ok) {
-      var status = button.parentElement.querySelector(".copy-status") || button;
-      var previous = status.textContent;
-      status.textContent = ok ? "Copied ✓" : "Press Ctrl+C to copy";
-      status.classList.add("copied");
-      setTimeout(function () { status.textContent = previous; status.classList.remove("copied"); }, 2000);
+      var status = button.parentElement.querySelector(".copy-status");
+      var message = ok ? "Copied ✓" : "Press Ctrl+C to copy";
+      if (status) {
+        status.textContent = message;
+        status.classList.add("copied");
+        clearTimeout(status._maiderTimer);
+        status._maiderTimer = setTimeout(function () { status.textContent = ""; status.classList.remove("copied"); }, 2500);
+      } else {
+        var previous = button.textContent;
+        button.textContent = message;
+        button.classList.add("copied");
+        setTimeout(function () { button.textContent = previous; button.classList.remove("copied"); }, 2500);
+      }
     };
     if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { selectText(source); done(false); });
+      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { fallbackCopy(source, done); });
     } else {
-      selectText(source);
-      var ok = false;
-      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
-      done(ok);
+      fallbackCopy(source, done);
     }
   });
+
+  function fallbackCopy(source, done) {
+    selectText(source);
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    done(ok);
+  }
 
   function selectText(element) {
     if (element.select) { element.select(); return; }
@@ -42,13 +54,92 @@
     if (message && !window.confirm(message)) event.preventDefault();
   });
 
-  // Render <time datetime="...Z"> in the viewer's local time.
+  // Render <time datetime="...Z" data-local> in the viewer's local time (data-time-only: the time of day only).
   function localiseTimes(root) {
-    (root || document).querySelectorAll("time[data-local]").forEach(function (el) {
+    root.querySelectorAll("time[data-local]").forEach(function (el) {
       var d = new Date(el.getAttribute("datetime"));
-      if (!isNaN(d)) el.textContent = d.toLocaleString();
+      if (isNaN(d)) return;
+      el.title = d.toLocaleString();
+      el.textContent = el.hasAttribute("data-time-only") ? d.toLocaleTimeString() : d.toLocaleString();
     });
   }
-  document.addEventListener("DOMContentLoaded", function () { localiseTimes(document); });
-  document.addEventListener("htmx:afterSwap", function (event) { localiseTimes(event.target); });
+
+  // Stage timeline bar: each segment's share of the bar is its duration (CSSOM, allowed by the CSP).
+  function sizeSegments(root) {
+    root.querySelectorAll("[data-grow]").forEach(function (el) {
+      var grow = parseFloat(el.getAttribute("data-grow"));
+      if (!isNaN(grow)) el.style.flexGrow = String(Math.max(grow, 0.5));
+    });
+  }
+
+  // A log tail opens scrolled to its newest line, unless the reader scrolled up in it.
+  function scrollLogs(root, previous) {
+    root.querySelectorAll("[data-scroll-end]").forEach(function (el) {
+      if (previous && previous.held) { el.scrollTop = previous.top; return; }
+      el.scrollTop = el.scrollHeight;
+    });
+  }
+
+  function enhance(root) {
+    localiseTimes(root);
+    sizeSegments(root);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); scrollLogs(document); });
+
+  var logScroll = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var log = event.detail.target && event.detail.target.querySelector && event.detail.target.querySelector("[data-scroll-end]");
+    logScroll = log ? { held: log.scrollTop + log.clientHeight < log.scrollHeight - 8, top: log.scrollTop } : null;
+  });
+  document.addEventListener("htmx:afterSettle", function (event) {
+    enhance(event.detail.elt.parentElement || document);
+    scrollLogs(event.detail.elt.parentElement || document, logScroll);
+    logScroll = null;
+  });
+
+  // Toasts: the server sends HX-Trigger {"maider:toast": {...}} when it refused an action.
+  var toasts = null;
+  function toast(message, level, title) {
+    toasts = toasts || document.getElementById("toasts");
+    if (!toasts) return;
+    var existing = Array.prototype.find.call(toasts.children, function (el) { return el.dataset.message === message; });
+    if (existing) return;
+    var el = document.createElement("div");
+    el.className = "toast toast-" + (level || "error");
+    el.setAttribute("role", level === "error" ? "alert" : "status");
+    el.dataset.message = message;
+    if (title) {
+      var strong = document.createElement("strong");
+      strong.textContent = title + ": ";
+      el.appendChild(strong);
+    }
+    el.appendChild(document.createTextNode(message));
+    toasts.appendChild(el);
+    setTimeout(function () { el.remove(); }, 8000);
+  }
+  document.addEventListener("maider:toast", function (event) {
+    var d = event.detail || {};
+    toast(d.message || "That did not work.", d.level, d.title);
+  });
+
+  // Polls that fail (server stopped, laptop asleep) raise one banner, which goes away at the next answer.
+  var failures = 0;
+  function banner(show) {
+    var el = document.getElementById("offline-banner");
+    if (el) el.hidden = !show;
+  }
+  document.addEventListener("htmx:sendError", function () {
+    failures += 1;
+    if (failures >= 2) banner(true);
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.xhr && event.detail.xhr.status) { failures = 0; banner(false); }
+  });
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr && xhr.status >= 500 && event.detail.requestConfig && event.detail.requestConfig.verb !== "get") {
+      toast("The panel hit an unexpected error; the details are in the server log.", "error", "Something went wrong");
+    }
+  });
 })();

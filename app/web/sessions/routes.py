@@ -1,14 +1,212 @@
-"""Dashboard and session pages: thin routes that read the database; workers do the cloud I/O."""
+"""Dashboard and session pages: thin routes that read the database; workers do the cloud I/O.
+
+Every live part of a page is a partial with its own fragment endpoint. A partial polls while its session can still
+change (``views.is_polling``) and stops by itself once the session has ended. Detail-page sections send back the
+``v`` they show; an unchanged section answers 204, so htmx leaves the DOM (scroll, selection, focus) untouched.
+"""
 from __future__ import annotations
 
-from flask import render_template
+from pathlib import Path
 
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from markupsafe import Markup
+from werkzeug.wrappers import Response
+
+from app.errors import UserError
+from app.services import aider as aider_service
+from app.services import cleanup as cleanup_service
 from app.services import sessions as sessions_service
-from app.web.sessions import bp
+from app.services import tunnels as tunnels_service
+from app.web import wants_partial
+from app.web.sessions import bp, views
+from app.web.sessions.forms import LaunchForm, SwitchModelForm
+from app.web.sessions.sections import SECTIONS, render_section, section_context
+
+ACTOR = "panel"
+
+
+def _home() -> Path:
+    return Path(current_app.config["MAIDER_HOME"])
+
+
+def _load(name: str):
+    return sessions_service.get_session(name)
+
+
+def _unchanged(version: str) -> bool:
+    return request.args.get("v") == version
+
+
+def _with_trigger(body: str, event: str) -> Response:
+    response = current_app.make_response(body)
+    response.headers["HX-Trigger"] = event
+    return response
 
 
 @bp.get("/")
 def index():
-    """Show every live session with its cost, and the totals."""
+    """Show every live session with its cost, the totals, orphan VMs and the launch form."""
+    return _dashboard(LaunchForm())
+
+
+@bp.get("/sessions/list")
+def session_list():
+    """Return the list of session cards (204 while the set of sessions is unchanged)."""
     overview = sessions_service.dashboard_overview()
-    return render_template("sessions/index.html", overview=overview)
+    ended = views.recently_ended(overview.now)
+    version = views.list_version(overview.sessions, ended)
+    if _unchanged(version):
+        return "", 204
+    return render_template("sessions/_list.html", overview=overview, ended=ended, version=version)
+
+
+@bp.get("/sessions/totals")
+def totals():
+    """Return the spend totals."""
+    return render_template("sessions/_totals.html", overview=sessions_service.dashboard_overview())
+
+
+@bp.get("/sessions/orphans")
+def orphans():
+    """Return the orphan VMs panel (204 while unchanged)."""
+    found = cleanup_service.orphans()
+    version = views.version_key([o.id for o in found])
+    if _unchanged(version):
+        return "", 204
+    return render_template("sessions/_orphans.html", orphans=found, version=version, now=views.utcnow())
+
+
+@bp.post("/sessions")
+def launch():
+    """Request a launch from the quick form (empty fields come from the saved configuration)."""
+    form = LaunchForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            session = sessions_service.request_launch(sessions_service.LaunchRequest(
+                workdir=current_app.config["MAIDER_WORKDIR"], actor=ACTOR, name=form.name.data,
+                model_id=form.model_id.data, region=form.region.data, plan=form.plan.data,
+                max_model_len=form.max_model_len.data,
+            ), home=_home(), demo=current_app.config["MAIDER_DEMO"])
+        except UserError as exc:
+            error = str(exc)
+        else:
+            if not wants_partial():
+                flash(f"Launching {session.name}: the VM is being created.", "success")
+                return redirect(url_for("sessions.index"), code=303)
+            body = render_template("sessions/_launch.html", form=LaunchForm(formdata=None), launched=session,
+                                   launch=_launch_context())
+            return _with_trigger(body, "sessions-changed")
+    if not wants_partial():
+        return _dashboard(form, launch_error=error)
+    return render_template("sessions/_launch.html", form=form, launch_error=error, launch=_launch_context())
+
+
+@bp.get("/sessions/<name>")
+def detail(name: str):
+    """Show one session: state, cost, timeline, tunnels, aider, Open WebUI, model switch, logs and events."""
+    uid = request.args.get("uid")
+    session = views.session_by_uid(name, uid) if uid else _load(name)
+    sections = {part: Markup(render_template(spec.template, **section_context(part, session)))
+                for part, spec in SECTIONS.items()}
+    return render_template("sessions/detail.html", s=views.view(session), sections=sections,
+                           aider_command=aider_service.command_for(session), aider_env=views.aider_env_path(session))
+
+
+@bp.get("/sessions/<name>/card")
+def card(name: str):
+    """Return the session's dashboard card (state, progress, cost)."""
+    session = _load(name)
+    return render_template("sessions/_card.html", s=views.view(session),
+                           aider_command=aider_service.command_for(session))
+
+
+@bp.get("/sessions/<name>/header")
+def header(name: str):
+    """Return the session page's header (state, progress, cost, actions)."""
+    return render_template("sessions/_header.html", s=views.view(_load(name)))
+
+
+@bp.get("/sessions/<name>/sections/<section>")
+def section(name: str, section: str):
+    """Return one live section of the session page (204 while unchanged)."""
+    if section not in SECTIONS:
+        abort(404)
+    return render_section(section, _load(name), request.args.get("v"))
+
+
+@bp.delete("/sessions/<name>")
+def destroy(name: str):
+    """Request destruction of the session's VM; return the card or page header in its new state."""
+    session = sessions_service.request_destroy(name, ACTOR)
+    if request.args.get("view") == "header":
+        return _with_trigger(render_template("sessions/_header.html", s=views.view(session)), "session-changed")
+    return _with_trigger(render_template("sessions/_card.html", s=views.view(session),
+                                         aider_command=aider_service.command_for(session)), "totals-changed")
+
+
+@bp.post("/sessions/<name>/extend")
+def extend(name: str):
+    """Reset the idle watchdog's timer."""
+    session = sessions_service.extend(name, ACTOR)
+    return _with_trigger(render_template("sessions/_header.html", s=views.view(session),
+                                         notice="Watchdog timer reset."), "session-changed")
+
+
+@bp.post("/sessions/<name>/tunnel")
+def reconnect(name: str):
+    """Re-establish the session's SSH forwards on the same local ports."""
+    session = _load(name)
+    try:
+        tunnels_service.request_reconnect(current_app._get_current_object(), name, ACTOR)
+    except UserError as exc:
+        return render_section("tunnel", session, None, message=str(exc), level="error")
+    return render_section("tunnel", _load(name), None, message="Reconnecting the tunnels…", level="info")
+
+
+@bp.post("/sessions/<name>/model")
+def switch_model(name: str):
+    """Switch the VM to another model (validated first); progress shows while it loads."""
+    form = SwitchModelForm()
+    session = _load(name)
+    if form.validate_on_submit():
+        try:
+            session = sessions_service.switch_model(name, form.model_id.data, home=_home(),
+                                                    max_model_len=form.max_model_len.data, actor=ACTOR)
+        except UserError as exc:
+            return render_section("switch", session, None, form=form, message=str(exc), level="error")
+        return _with_trigger(render_section("switch", session, None), "session-changed")
+    return render_section("switch", session, None, form=form)
+
+
+@bp.post("/orphans/<int:orphan_id>/adopt")
+def adopt_orphan(orphan_id: int):
+    """Track an orphan VM as a session, so its cost shows and it can be destroyed."""
+    cleanup_service.adopt_orphan(orphan_id, ACTOR)
+    return _orphans_changed()
+
+
+@bp.delete("/orphans/<int:orphan_id>")
+def destroy_orphan(orphan_id: int):
+    """Destroy an orphan VM (tracked as a session until the provider confirms)."""
+    cleanup_service.destroy_orphan(orphan_id, ACTOR)
+    return _orphans_changed()
+
+
+def _orphans_changed() -> Response:
+    found = cleanup_service.orphans()
+    body = render_template("sessions/_orphans.html", orphans=found, version=views.version_key([o.id for o in found]),
+                           now=views.utcnow())
+    return _with_trigger(body, "sessions-changed")
+
+
+def _dashboard(form: LaunchForm, **extra):
+    overview = sessions_service.dashboard_overview()
+    ended = views.recently_ended(overview.now)
+    return render_template("sessions/index.html", overview=overview, ended=ended, form=form, launch=_launch_context(),
+                           list_v=views.list_version(overview.sessions, ended),
+                           orphans_v=views.version_key([o.id for o in overview.orphans]), **extra)
+
+
+def _launch_context() -> views.LaunchContext:
+    return views.launch_context(current_app.config["MAIDER_WORKDIR"], bool(current_app.config["MAIDER_DEMO"]))

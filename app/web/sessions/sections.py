@@ -1,0 +1,75 @@
+"""The live sections of the session page: which template, what it shows, and when it counts as changed.
+
+Each section's version key covers exactly what its template shows, so a poll that would render the same markup
+answers 204 and the browser keeps the section (a half-typed model id, a selected log line) untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from flask import render_template
+
+from app.models import Session, utcnow
+from app.web.sessions import views
+from app.web.sessions.forms import SwitchModelForm
+
+
+@dataclass(frozen=True)
+class Section:
+    template: str
+    every: str  # htmx polling interval while the session is live
+    version: Callable[[Session], tuple]
+    context: Callable[[Session], dict[str, Any]]
+
+
+def _timeline_context(session: Session) -> dict[str, Any]:
+    return {"timeline": views.build_timeline(session, list(session.events), utcnow())}
+
+
+def _timeline_version(session: Session) -> tuple:
+    return (views.timeline_version(session, views.last_event_id(session), utcnow()),)
+
+
+SECTIONS: dict[str, Section] = {
+    "tunnel": Section("sessions/_tunnel.html", "5s",
+                      lambda s: (s.status, s.tunnel_state, s.api_port, s.webui_port, s.destroy_requested_at),
+                      lambda s: {}),
+    "webui": Section("sessions/_webui.html", "5s",
+                     lambda s: (views.shows_webui(s), s.webui_port, s.status), lambda s: {}),
+    "switch": Section("sessions/_switch.html", "4s",
+                      lambda s: (s.status, s.model_id, s.stage_detail, s.destroy_requested_at,
+                                 (s.vllm_config or {}).get("max_model_len")),
+                      lambda s: {}),
+    "timeline": Section("sessions/_timeline.html", "5s", _timeline_version, _timeline_context),
+    "metrics": Section("sessions/_metrics.html", "10s",
+                       lambda s: (views.gpu_rows(s), views.metrics(s), s.status),
+                       lambda s: {"gpus": views.gpu_rows(s), "metrics": views.metrics(s)}),
+    "log": Section("sessions/_log.html", "5s", lambda s: (views.log_tail(s), s.status),
+                   lambda s: {"log_tail": views.log_tail(s)}),
+    "events": Section("sessions/_events.html", "5s", lambda s: (views.last_event_id(s),),
+                      lambda s: {"events": views.recent_events(s)}),
+}
+
+
+def section_version(name: str, session: Session) -> str:
+    return views.version_key(name, views.is_polling(session), *SECTIONS[name].version(session))
+
+
+def section_context(name: str, session: Session, **extra: Any) -> dict[str, Any]:
+    """Everything the section's template needs (also used by the full page, which includes each section)."""
+    spec = SECTIONS[name]
+    context = {"s": views.view(session), "section": name, "every": spec.every,
+               "version": section_version(name, session), **spec.context(session)}
+    if name == "switch":
+        context.setdefault("form", SwitchModelForm(formdata=None))
+    context.update(extra)
+    return context
+
+
+def render_section(name: str, session: Session, shown_version: str | None, **extra: Any):
+    """The section's markup, or 204 when the browser already shows this version."""
+    version = section_version(name, session)
+    if shown_version is not None and shown_version == version and not extra:
+        return "", 204
+    return render_template(SECTIONS[name].template, **section_context(name, session, **extra))

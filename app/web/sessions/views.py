@@ -1,0 +1,362 @@
+"""What the panel shows about a session, computed from its row and events (database reads only, no I/O).
+
+The templates stay simple: they get plain values (labels, durations, fractions) from these helpers, and every polled
+partial gets a small ``version`` key so an unchanged section answers 204 and the browser keeps the DOM (and the
+user's scroll position or text selection) as it is.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.domain.aider import AIDER_ENV_FILENAME
+from app.extensions import db
+from app.models import LAUNCH_STATES, Event, Session, SessionState, utcnow
+from app.services import sessions as sessions_service
+
+RECENTLY_ENDED = timedelta(minutes=15)  # ended sessions stay on the dashboard this long, so nobody misses a failure
+EVENTS_SHOWN = 200
+TICK = timedelta(seconds=5)  # running durations on the timeline move in steps of this
+
+# Start-up phases recorded by the engine as "stage" events (app.domain.startup_progress), in order.
+PHASE_LABELS = {
+    "pulling": "Image pull",
+    "downloading": "Weight download",
+    "loading": "Model load",
+    "warming": "Warm-up (CUDA graphs)",
+    "serving": "Readiness check",
+}
+STATE_STAGE_LABELS = {
+    SessionState.REQUESTED: "Queued",
+    SessionState.CREATING: "VM creation",
+    SessionState.BOOTING: "Boot",
+    SessionState.CONFIGURING: "Configure (drivers, Docker)",
+    SessionState.REBOOTING: "Reboot",
+    SessionState.STARTING: "vLLM start",
+    SessionState.SWITCHING_MODEL: "Model switch",
+    SessionState.DESTROYING: "Destroy",
+}
+
+
+def is_polling(session: Session) -> bool:
+    """Whether the session's partials keep polling: anything may still change while a VM can exist or work is due."""
+    if session.state == SessionState.DESTROYED:
+        return False
+    if session.state == SessionState.FAILED:
+        return session.destroyed_at is None and (session.instance_id is not None
+                                                 or session.destroy_requested_at is not None)
+    return True
+
+
+def is_ended(session: Session) -> bool:
+    return not is_polling(session)
+
+
+def launch_step(session: Session) -> tuple[int, int] | None:
+    """(step, of) while launching, e.g. (3, 6) while booting; None otherwise."""
+    if session.state in LAUNCH_STATES:
+        return LAUNCH_STATES.index(session.state) + 1, len(LAUNCH_STATES)
+    return None
+
+
+def plan_label(session: Session) -> str:
+    """``1 × RTX 4000 Ada`` (or the plan id when the GPU is unknown)."""
+    if session.gpu_name:
+        return f"{session.gpus} × {session.gpu_name}"
+    return session.plan
+
+
+def badge_class(session: Session) -> str:
+    state = session.state
+    if state == SessionState.READY:
+        return "badge-ok"
+    if state == SessionState.FAILED:
+        return "badge-err"
+    if state in (SessionState.DESTROYING, SessionState.DESTROYED):
+        return "badge-muted" if state == SessionState.DESTROYED else "badge-warn"
+    return "badge-info"
+
+
+def tunnel_class(state: str | None) -> str:
+    return {"up": "badge-ok", "reconnecting": "badge-warn"}.get(state or "", "badge-err")
+
+
+def destroy_pending(session: Session) -> bool:
+    return session.destroy_requested_at is not None and session.state not in (SessionState.DESTROYING,
+                                                                               SessionState.DESTROYED)
+
+
+def can_destroy(session: Session) -> bool:
+    if session.state in (SessionState.DESTROYING, SessionState.DESTROYED):
+        return False
+    if session.state == SessionState.FAILED and session.destroyed_at is not None:
+        return False
+    return session.destroy_requested_at is None
+
+
+def can_switch(session: Session) -> bool:
+    if session.destroy_requested_at is not None:
+        return False
+    vm_kept = session.state == SessionState.FAILED and session.destroyed_at is None and session.instance_id
+    return session.state == SessionState.READY or bool(vm_kept)
+
+
+def shows_webui(session: Session) -> bool:
+    """The tunnelled Open WebUI can be embedded: the session is up and its tunnel is up."""
+    return (session.state in (SessionState.READY, SessionState.SWITCHING_MODEL) and session.tunnel_state == "up"
+            and bool(session.webui_port) and session.destroy_requested_at is None)
+
+
+def aider_env_path(session: Session) -> str | None:
+    return str(Path(session.workdir) / AIDER_ENV_FILENAME) if session.workdir else None
+
+
+@dataclass
+class SessionView:
+    """A session with everything a card or a page header shows."""
+
+    session: Session
+    now: datetime
+    runtime: timedelta = field(init=False)
+    cost: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        cost = sessions_service.session_cost(self.session, self.now)
+        self.runtime, self.cost = cost.runtime, cost.cost
+
+    @property
+    def name(self) -> str:
+        return self.session.name
+
+    @property
+    def polling(self) -> bool:
+        return is_polling(self.session)
+
+    @property
+    def step(self) -> tuple[int, int] | None:
+        return launch_step(self.session)
+
+    @property
+    def billing(self) -> bool:
+        return sessions_service.is_vm_alive(self.session) and self.session.billing_started_at is not None
+
+    @property
+    def idle_minutes(self) -> int | None:
+        last = self.session.last_activity_at
+        if last is None:
+            return None
+        return max(int((self.now - last).total_seconds() // 60), 0)
+
+
+def view(session: Session, now: datetime | None = None) -> SessionView:
+    return SessionView(session, now or utcnow())
+
+
+def recently_ended(now: datetime | None = None) -> list[Session]:
+    """Sessions that ended (destroyed, or failed with the VM gone) in the last few minutes, newest first."""
+    now = now or utcnow()
+    return list(db.session.scalars(
+        sa.select(Session).where(Session.destroyed_at.is_not(None), Session.destroyed_at > now - RECENTLY_ENDED)
+        .order_by(Session.destroyed_at.desc()).limit(10)))
+
+
+def version_key(*parts: Any) -> str:
+    """A short stable digest of what a partial shows; the partial's poll sends it back to skip unchanged swaps."""
+    raw = json.dumps(parts, default=str, sort_keys=True)
+    return hashlib.blake2s(raw.encode(), digest_size=8).hexdigest()
+
+
+def list_version(sessions: list[Session], ended: list[Session]) -> str:
+    return version_key([s.id for s in sessions], [s.id for s in ended])
+
+
+# ---- stage timeline -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    label: str
+    started_at: datetime
+    seconds: float | None  # None: still running without a known end
+    running: bool
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    launch: list[Stage]  # from the request to the first Ready
+    startup: list[Stage]  # the vLLM start-up phases (pull, download, load, ...) of the launch
+    switches: list[Stage]  # each model switch, switch request to ready (or still running)
+    time_to_ready: float | None  # seconds from the request to the first Ready
+    model_load_seconds: float | None  # vLLM's own figure, when logged
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(stage.seconds or 0 for stage in self.launch)
+
+
+def _state_events(events: list[Event]) -> list[Event]:
+    return [e for e in events if e.kind == "state" and isinstance(e.detail, dict) and e.detail.get("to")]
+
+
+def build_timeline(session: Session, events: list[Event], now: datetime | None = None) -> Timeline:
+    """Stage durations from the session's "state" and "stage" events (each event's time starts the next stage)."""
+    now = now or utcnow()
+    states = _state_events(events)
+    first_ready = next((e for e in states if e.detail.get("to") == SessionState.READY.value), None)
+    launch_end = first_ready.at if first_ready else None
+
+    launch: list[Stage] = []
+    marks: list[tuple[str, datetime]] = [(SessionState.REQUESTED.value, session.created_at)]
+    for event in states:
+        if launch_end is not None and event.at > launch_end:
+            break
+        marks.append((event.detail["to"], event.at))
+    for index, (status, started) in enumerate(marks):
+        try:
+            state = SessionState(status)
+        except ValueError:
+            continue
+        if state not in STATE_STAGE_LABELS or state == SessionState.SWITCHING_MODEL:
+            continue
+        if index + 1 < len(marks):
+            seconds, running = (marks[index + 1][1] - started).total_seconds(), False
+        else:
+            active = session.state == state and is_polling(session)
+            seconds = (now - started).total_seconds() if active else None
+            running = active
+        launch.append(Stage(state.value, STATE_STAGE_LABELS[state], started, seconds, running))
+        if state == SessionState.DESTROYING:
+            break
+
+    startup = _startup_phases(session, events, launch_end, now)
+    switches = _switches(session, states, now)
+    load_seconds = None
+    for event in events:
+        if event.kind == "stage" and isinstance(event.detail, dict) and event.detail.get("model_load_seconds"):
+            load_seconds = float(event.detail["model_load_seconds"])
+    ttr = (launch_end - session.created_at).total_seconds() if launch_end else None
+    return Timeline(launch, startup, switches, ttr, load_seconds)
+
+
+def _startup_phases(session: Session, events: list[Event], launch_end: datetime | None,
+                    now: datetime) -> list[Stage]:
+    phase_events = [e for e in events if e.kind == "stage" and isinstance(e.detail, dict)
+                    and e.detail.get("phase") in PHASE_LABELS and (launch_end is None or e.at <= launch_end)]
+    stages = []
+    for index, event in enumerate(phase_events):
+        end = phase_events[index + 1].at if index + 1 < len(phase_events) else launch_end
+        running = end is None and session.state == SessionState.STARTING
+        seconds = (end - event.at).total_seconds() if end else ((now - event.at).total_seconds() if running else None)
+        key = event.detail["phase"]
+        note = None
+        if key == "loading" and event.detail.get("model_load_seconds"):
+            note = f"vLLM: {float(event.detail['model_load_seconds']):.1f}s"
+        stages.append(Stage(key, PHASE_LABELS[key], event.at, seconds, running, note))
+    return stages
+
+
+def _switches(session: Session, states: list[Event], now: datetime) -> list[Stage]:
+    switches = []
+    for index, event in enumerate(states):
+        if event.detail.get("to") != SessionState.SWITCHING_MODEL.value:
+            continue
+        end = next((e for e in states[index + 1:]), None)
+        message = event.message.split(": ", 1)[1] if ": " in event.message else None
+        if end is not None:
+            outcome = "ready" if end.detail.get("to") == SessionState.READY.value else end.detail.get("to")
+            note = f"{message} ({outcome})" if message else outcome
+            switches.append(Stage("switch", "Model switch", event.at, (end.at - event.at).total_seconds(), False,
+                                  note))
+        else:
+            running = session.state == SessionState.SWITCHING_MODEL
+            switches.append(Stage("switch", "Model switch", event.at,
+                                  (now - event.at).total_seconds() if running else None, running, message))
+    return switches
+
+
+def timeline_version(session: Session, last_event_id: int, now: datetime) -> str:
+    moving = session.state in LAUNCH_STATES or session.state in (SessionState.SWITCHING_MODEL,
+                                                                 SessionState.DESTROYING)
+    tick = int(now.timestamp() // TICK.total_seconds()) if moving else 0
+    return version_key("timeline", session.status, last_event_id, tick, is_polling(session))
+
+
+def last_event_id(session: Session) -> int:
+    return db.session.scalar(sa.select(sa.func.max(Event.id)).where(Event.session_id == session.id)) or 0
+
+
+def recent_events(session: Session, limit: int = EVENTS_SHOWN) -> list[Event]:
+    """The newest events first."""
+    return list(db.session.scalars(sa.select(Event).where(Event.session_id == session.id)
+                                   .order_by(Event.id.desc()).limit(limit)))
+
+
+def gpu_rows(session: Session) -> list[dict[str, Any]]:
+    rows = []
+    for gpu in (session.engine_state or {}).get("gpus") or []:
+        if not isinstance(gpu, dict):
+            continue
+        total = gpu.get("memory_total_mb") or 0
+        used = gpu.get("memory_used_mb") or 0
+        rows.append({**gpu, "memory_fraction": (used / total) if total else 0.0})
+    return rows
+
+
+def metrics(session: Session) -> dict[str, Any] | None:
+    value = (session.engine_state or {}).get("metrics")
+    return value if isinstance(value, dict) and value else None
+
+
+def log_tail(session: Session) -> str:
+    return str((session.engine_state or {}).get("log_tail") or "")
+
+
+def session_by_uid(name: str, uid: str) -> Session:
+    """One exact session (history links name past sessions whose name a live one may reuse)."""
+    from app.errors import NotFoundError
+
+    session = db.session.scalar(sa.select(Session).where(Session.uid == uid, Session.name == name))
+    if session is None:
+        raise NotFoundError(f"no session named '{name}' with that id")
+    return session
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What "Launch" will use: the project's saved configuration (or the demo defaults)."""
+
+    workdir: str
+    demo: bool
+    model_id: str | None
+    plan: str | None
+    region: str | None
+    max_model_len: int
+    missing: tuple[str, ...]  # settings a real launch needs and the project lacks
+    problems: tuple[str, ...]  # settings that could not be read
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing and not self.problems
+
+
+def launch_context(workdir: str, demo: bool) -> LaunchContext:
+    """Read the project's .env (a local file read; nothing is resolved or fetched)."""
+    from app.config import load_settings
+
+    settings = load_settings(workdir)
+    model = settings.model_id or (sessions_service.DEMO_DEFAULTS["model_id"] if demo else None)
+    plan = settings.plan or (sessions_service.DEMO_DEFAULTS["plan"] if demo else None)
+    region = settings.region or (sessions_service.DEMO_DEFAULTS["region"] if demo else None)
+    missing = tuple(label for label, value in (("model (MODEL_ID)", model), ("region (REGION)", region))
+                    if not value)
+    if not demo and settings.linode_token is None:
+        missing += ("Linode token (LINODE_TOKEN)",)
+    problems = tuple(str(p) for p in settings.problems)
+    return LaunchContext(workdir, demo, model, plan, region, settings.max_model_len, missing, problems)

@@ -1,0 +1,234 @@
+"""The whole panel in Chromium against a real ``maider serve --demo``: first run to launch, ready, aider, Open WebUI,
+model switch, destroy and history, with a teammate's tab watching the same session live."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = REPO / ".venv" / "bin" / "python"
+SHOTS = REPO / "test-results" / "screenshots"
+SESSION = "journey"
+NEXT_MODEL = "Qwen/Qwen2.5-Coder-14B-Instruct-AWQ"
+STATE_LABELS = {"Requested", "Creating VM", "Booting", "Installing drivers", "Rebooting", "Starting vLLM", "Ready"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def panel(tmp_path: Path):
+    """A real ``maider serve --demo`` on a free port, run from a fresh project folder, with no cloud token."""
+    port = _free_port()
+    home = tmp_path / "maider-home"
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("LINODE_TOKEN", "MAIDER_PORT")}
+    env.update(MAIDER_HOME=str(home), PYTHONPATH=str(REPO), HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(PYTHON), "-c", "from app.cli import main; main()", "serve", "--demo", "--port", str(port)],
+            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"maider serve did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield {"url": url, "home": home, "project": project, "log": log_path}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _shot(page: Page, name: str, full: bool = True) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full)
+
+
+def _money(text: str) -> float:
+    return float(re.sub(r"[^0-9.]", "", text))
+
+
+CSP_PROBE = ("document.addEventListener('securitypolicyviolation', e => console.error('CSP violation: ' + "
+             "e.violatedDirective + ' by ' + ((e.target && e.target.outerHTML) || '').slice(0, 200)));")
+
+
+def _is_csp_problem(text: str) -> bool:
+    return "Content Security Policy" in text or "CSP violation" in text or "Refused" in text
+
+
+def _watch_csp(page: Page, problems: list[str]) -> None:
+    page.add_init_script(CSP_PROBE)
+    page.on("console", lambda msg: problems.append(f"{page.url}: {msg.text}")
+            if msg.type == "error" and _is_csp_problem(msg.text) else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+
+
+def test_first_run_to_history(panel, browser: Browser):
+    url = panel["url"]
+    problems: list[str] = []
+    mine = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url)
+    mine.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
+    teammate = browser.new_context(viewport={"width": 1100, "height": 850}, base_url=url, color_scheme="dark")
+    page = mine.new_page()
+    _watch_csp(page, problems)
+    page.on("dialog", lambda dialog: dialog.accept())
+
+    # First run: nothing yet, and the page says how to start.
+    page.goto("/")
+    empty = page.locator("#empty-state")
+    expect(empty).to_contain_text("No GPU sessions running")
+    expect(empty).to_contain_text("Launch a demo session")
+    expect(empty).to_contain_text("setup wizard")
+    expect(page.locator(".demo-banner")).to_contain_text("Demo mode")
+    _shot(page, "01-first-run")
+
+    # The setup wizard is one click away (its steps are the wizard's own tests); come back and launch.
+    page.click("#run-wizard")
+    expect(page).to_have_url(re.compile(r"/setup/?$"))
+    expect(page.locator("h1")).to_be_visible()
+    _shot(page, "02-wizard")
+    page.goto("/")
+
+    # A mistake in the quick form is shown next to its field, nothing is launched.
+    page.click(".quick-launch summary")
+    page.fill("#launch-name", "Bad Name!")
+    page.click("#launch-submit")
+    expect(page.locator("#launch-name-error")).to_contain_text("lower-case letters")
+    _shot(page, "03-launch-form-error")
+    page.fill("#launch-name", SESSION)
+    page.click("#launch-submit")
+    expect(page.locator("#launch-result")).to_contain_text(f"Launching {SESSION}")
+    card = page.locator(f"#session-{SESSION}")
+    expect(card).to_be_visible()
+
+    # A teammate's tab sees the same session without reloading.
+    other = teammate.new_page()
+    _watch_csp(other, problems)
+    other.goto("/")
+    other_card = other.locator(f"#session-{SESSION}")
+    expect(other_card).to_be_visible()
+
+    # The card walks through the launch states to Ready, with a step counter while launching.
+    seen, steps = set(), set()
+    launching_shot = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        label = card.locator(".state-badge").inner_text().strip()
+        seen.add(label)
+        progress = card.locator(".progress-text")
+        if progress.count():
+            steps.update(re.findall(r"Step (\d)/6", progress.inner_text()))
+            if not launching_shot and label in ("Booting", "Installing drivers", "Rebooting", "Starting vLLM"):
+                _shot(page, "04-dashboard-launching")
+                launching_shot = True
+        if label == "Ready":
+            break
+        if label == "Failed":
+            raise AssertionError(f"launch failed: {card.inner_text()}\n{panel['log'].read_text()[-3000:]}")
+        page.wait_for_timeout(400)
+    assert "Ready" in seen, f"never ready; saw {seen}\n{panel['log'].read_text()[-3000:]}"
+    assert len(seen & (STATE_LABELS - {"Ready"})) >= 2, seen
+    assert len(steps) >= 2, steps
+    expect(card.locator("[data-testid=cost]")).not_to_have_text("$0.00")
+
+    # The cost ticks without a reload, and the teammate's tab shows Ready too.
+    first = _money(card.locator("[data-testid=cost]").inner_text())
+    page.wait_for_timeout(4000)
+    second = _money(card.locator("[data-testid=cost]").inner_text())
+    assert second > first, (first, second)
+    expect(other_card.locator(".state-badge")).to_have_text("Ready", timeout=10_000)
+    expect(page.locator("[data-testid=burn-rate]")).not_to_have_text("$0.00")
+    _shot(page, "05-dashboard-ready")
+    _shot(other, "06-teammate-dark")
+
+    # The session page: header, timeline, tunnels, aider, Open WebUI.
+    card.get_by_role("link", name="Open").click()
+    expect(page).to_have_url(re.compile(rf"/sessions/{SESSION}$"))
+    expect(page.locator("#session-header .state-badge")).to_have_text("Ready")
+    expect(page.locator("#session-tunnel [data-testid=tunnel-state]")).to_have_text("up")
+    expect(page.locator("#session-timeline")).to_contain_text("Boot")
+    expect(page.locator("#session-timeline")).to_contain_text("Ready in")
+
+    page.click("#aider-command-button")
+    expect(page.locator("#session-aider .copy-status")).to_have_text("Copied ✓")
+    command = page.locator("#aider-command").inner_text().strip()
+    assert page.evaluate("navigator.clipboard.readText()").strip() == command
+    assert "aider --model" in command and ".aider-env" in command
+
+    frame = page.frame_locator("#webui-frame")
+    expect(frame.locator("h1")).to_have_text("Open WebUI", timeout=15_000)
+    expect(page.locator("#session-log pre")).not_to_be_empty(timeout=40_000)
+    _shot(page, "07-session-ready")
+
+    api_keys = [p.read_text().strip() for p in (panel["home"] / "demo" / "sessions").glob("*/api_key")]
+    assert api_keys, "the session's API key file should exist"
+    for html in (page.content(), other.content()):
+        assert not any(key in html for key in api_keys), "the vLLM API key leaked into a page"
+
+    # Switch model: a bad id is explained at the field; a good one switches, then the page is Ready again.
+    page.fill("#switch-model_id", "not a model")
+    page.click("#switch-submit")
+    expect(page.locator("#switch-model_id-error")).to_contain_text("Hugging Face id")
+    page.fill("#switch-model_id", NEXT_MODEL)
+    page.fill("#switch-max_model_len", "16384")
+    page.click("#switch-submit")
+    header_badge = page.locator("#session-header .state-badge")
+    expect(header_badge).to_have_text("Switching model", timeout=10_000)
+    _shot(page, "08-switching-model")
+    expect(header_badge).to_have_text("Ready", timeout=60_000)
+    expect(page.locator("[data-testid=current-model]")).to_have_text(NEXT_MODEL, timeout=10_000)
+    expect(other_card).to_contain_text(NEXT_MODEL, timeout=10_000)
+
+    # Destroy from the page; it ends with the cost summary, and the teammate's card says so too.
+    page.click("#destroy-button")
+    summary = page.locator("#cost-summary")
+    expect(summary).to_be_visible(timeout=40_000)
+    final_cost = page.locator("[data-testid=final-cost]").inner_text()
+    assert _money(final_cost) > 0
+    _shot(page, "09-destroyed")
+    expect(other.locator(".ended")).to_contain_text(SESSION, timeout=15_000)
+
+    # History lists it with its cost.
+    page.click("nav >> text=History")
+    row = page.locator("table.history tbody tr", has_text=SESSION)
+    expect(row).to_contain_text(final_cost)
+    expect(page.locator("[data-testid=history-total]")).to_have_text(final_cost)
+    _shot(page, "10-history")
+
+    # A narrow window still reads well.
+    narrow = mine.new_page()
+    narrow.set_viewport_size({"width": 400, "height": 860})
+    narrow.goto("/")
+    _shot(narrow, "11-narrow-dashboard")
+    narrow.goto("/history/")
+    _shot(narrow, "12-narrow-history")
+
+    assert not problems, "\n".join(problems)
+    mine.close()
+    teammate.close()
