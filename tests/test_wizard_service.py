@@ -9,6 +9,7 @@ import pytest
 
 from app.domain.gpu_catalog import QUADRO_RTX6000, RTX4000_ADA
 from app.providers.base import AuthError, GpuPlan, Region
+from app.services import env_files
 from app.services import wizard as wizard_service
 from app.services.model_info import LookupFailure, ModelLookupError, lookup_model
 from app.services.wizard import Choices, WizardError
@@ -258,8 +259,8 @@ def test_credentials_say_where_they_were_found_never_the_value(demo_ctx, home: P
 
 def test_merge_env_text_handles_duplicates_removal_quotes_and_a_missing_final_newline() -> None:
     text = "A=1\nVLLM_TENSOR_PARALLEL_SIZE=4\nB='x y'\nMULTI=\"one\ntwo\"\nVLLM_TENSOR_PARALLEL_SIZE=2\nLAST=z"
-    merged = wizard_service.merge_env_text(text, {"VLLM_TENSOR_PARALLEL_SIZE": None, "MODEL_ID": "org/model",
+    merged = env_files.merge_env_text(text, {"VLLM_TENSOR_PARALLEL_SIZE": None, "MODEL_ID": "org/model",
                                                   "B": "has spaces $HOME"})
     assert merged == "A=1\nB='has spaces $HOME'\nMULTI=\"one\ntwo\"\nLAST=z\nMODEL_ID=org/model\n"
     with pytest.raises(ValueError):
-        wizard_service.format_env_value("two\nlines")
+        env_files.format_env_value("two\nlines")

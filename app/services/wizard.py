@@ -8,16 +8,12 @@ function here, only where they were found.
 """
 from __future__ import annotations
 
-import io
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-from dotenv.parser import parse_stream
 
 from app.config import ENV_FILE, SECRETS_FILE, Secret, Settings, load_settings
 from app.domain.cost import format_money
@@ -27,6 +23,7 @@ from app.errors import ConfigError, UserError
 from app.providers import get_provider
 from app.providers.base import GpuPlan, Provider, ProviderError, Region
 from app.services import catalog as catalog_service
+from app.services.env_files import FILE_MODE, merge_env_file
 from app.services.model_info import ModelLookupError, lookup_model, validate_model_id
 from app.services.validation import ValidationReport, cheapest_fit_hint, validate_launch
 
@@ -35,12 +32,10 @@ ModelLookup = Callable[..., ModelFacts]
 CUSTOM_TIER = "custom"
 MIN_USEFUL_CONTEXT = 4096  # below this a coding assistant cannot hold a file and a question
 DEFAULT_CONTEXT = 32768  # proposed for a model outside maider's catalog (capped at what fits)
-FILE_MODE = 0o600
 ENV_KEYS = ("REGION", "TYPE", "MODEL_ID", "SERVED_MODEL_NAME", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PARALLEL_SIZE")
 SECRET_KEYS = {"linode": "LINODE_TOKEN", "hf": "HUGGING_FACE_HUB_TOKEN"}
 _OP_REFERENCE = re.compile(r"^op://[^/\r\n]+/[^/\r\n]+(/[^/\r\n]+)+$")  # names may hold spaces
 _TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable ASCII, no spaces
-_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./:@+,=-]*$")
 
 # Region id -> standard UTC offset (hours) of its city. A rough latency hint from the laptop's time zone, no probing.
 REGION_UTC_OFFSETS: dict[str, float] = {
@@ -499,74 +494,6 @@ def save(ctx: Context, choices: Choices, tokens: Mapping[str, str | None] | None
     elif (ctx.workdir / SECRETS_FILE).exists():
         os.chmod(ctx.workdir / SECRETS_FILE, FILE_MODE)
     return result, SavedFiles(env_path, secrets_path, tuple(updates) + tuple(secret_updates))
-
-
-def format_env_value(value: str) -> str:
-    """A value as dotenv reads it back verbatim: bare when plain, else single-quoted (no ``${}`` expansion)."""
-    if "\n" in value or "\r" in value:
-        raise ValueError("a .env value cannot span lines")
-    if _PLAIN_VALUE.match(value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _inline_comment(original: str) -> str:
-    """The `` # comment`` after a one-line binding's value, kept when the value is replaced."""
-    line = original.strip()
-    if "\n" in line or "=" not in line:
-        return ""
-    rest = line.split("=", 1)[1].lstrip()
-    if rest[:1] in ("'", '"'):
-        closing = re.match(r"""(['"])(?:\\.|(?!\1).)*\1(.*)$""", rest)
-        tail = closing.group(2) if closing else ""
-    else:
-        found = re.search(r"\s#.*$", rest)
-        tail = found.group(0) if found else ""
-    return " " + tail.strip() if tail.strip().startswith("#") else ""
-
-
-def merge_env_text(text: str, updates: Mapping[str, str | None]) -> str:
-    """``text`` with each key in ``updates`` set in place (every occurrence), removed when None, or appended."""
-    out: list[str] = []
-    done: set[str] = set()
-    for binding in parse_stream(io.StringIO(text)):
-        original = binding.original.string
-        if binding.key is None or binding.key not in updates:
-            out.append(original)
-            continue
-        value = updates[binding.key]
-        if value is None:
-            continue
-        leading = re.match(r"\s*(?:export[ \t]+)?", original).group(0)  # keep indentation and ``export``
-        ending = "\n" if original.endswith(("\n", "\r")) else ""
-        out.append(f"{leading}{binding.key}={format_env_value(value)}{_inline_comment(original)}{ending}")
-        done.add(binding.key)
-    merged = "".join(out)
-    missing = [(k, v) for k, v in updates.items() if v is not None and k not in done]
-    if missing:
-        if merged and not merged.endswith("\n"):
-            merged += "\n"
-        merged += "".join(f"{k}={format_env_value(v)}\n" for k, v in missing)
-    return merged
-
-
-def merge_env_file(path: Path, updates: Mapping[str, str | None]) -> None:
-    """Merge ``updates`` into the dotenv file at ``path`` atomically, leaving it mode 0600."""
-    target = path.resolve() if path.is_symlink() else path
-    text = target.read_text() if target.exists() else ""
-    merged = merge_env_text(text, updates)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(merged)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    os.chmod(target, FILE_MODE)
 
 
 def describe_plan(plan: GpuPlan) -> str:
