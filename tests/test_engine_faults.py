@@ -2,7 +2,6 @@
 VM, no session dropped before the provider confirms the deletion."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
