@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / ".venv" / "bin" / "python"
-SHOTS = REPO / "test-results" / "screenshots"
+SHOTS = Path(os.environ.get("MAIDER_SCREENSHOTS") or REPO / "test-results" / "screenshots")
 SESSION = "journey"
 NEXT_MODEL = "Qwen/Qwen2.5-Coder-14B-Instruct-AWQ"
 STATE_LABELS = {"Requested", "Creating VM", "Booting", "Installing drivers", "Rebooting", "Starting vLLM", "Ready"}
@@ -67,6 +67,7 @@ def panel(tmp_path: Path):
 
 def _shot(page: Page, name: str, full: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full)
 
 
@@ -133,6 +134,9 @@ def test_first_run_to_history(panel, browser: Browser):
     other.goto("/")
     other_card = other.locator(f"#session-{SESSION}")
     expect(other_card).to_be_visible()
+    watcher = teammate.new_page()
+    _watch_csp(watcher, problems)
+    watcher.goto(f"/sessions/{SESSION}")
 
     # The card walks through the launch states to Ready, with a step counter while launching.
     seen, steps = set(), set()
@@ -147,6 +151,9 @@ def test_first_run_to_history(panel, browser: Browser):
             if not launching_shot and label in ("Booting", "Installing drivers", "Rebooting", "Starting vLLM"):
                 _shot(page, "04-dashboard-launching")
                 launching_shot = True
+        if label == "Starting vLLM" and not (SHOTS / "05-session-launching.png").exists():
+            expect(watcher.locator("#session-header .state-badge")).to_have_text("Starting vLLM")
+            _shot(watcher, "05-session-launching")
         if label == "Ready":
             break
         if label == "Failed":
@@ -164,8 +171,9 @@ def test_first_run_to_history(panel, browser: Browser):
     assert second > first, (first, second)
     expect(other_card.locator(".state-badge")).to_have_text("Ready", timeout=10_000)
     expect(page.locator("[data-testid=burn-rate]")).not_to_have_text("$0.00")
-    _shot(page, "05-dashboard-ready")
-    _shot(other, "06-teammate-dark")
+    _shot(page, "06-dashboard-ready")
+    _shot(other, "07-teammate-dark")
+    watcher.close()
 
     # The session page: header, timeline, tunnels, aider, Open WebUI.
     card.get_by_role("link", name="Open").click()
@@ -184,7 +192,7 @@ def test_first_run_to_history(panel, browser: Browser):
     frame = page.frame_locator("#webui-frame")
     expect(frame.locator("h1")).to_have_text("Open WebUI", timeout=15_000)
     expect(page.locator("#session-log pre")).not_to_be_empty(timeout=40_000)
-    _shot(page, "07-session-ready")
+    _shot(page, "08-session-ready")
 
     api_keys = [p.read_text().strip() for p in (panel["home"] / "demo" / "sessions").glob("*/api_key")]
     assert api_keys, "the session's API key file should exist"
@@ -200,10 +208,18 @@ def test_first_run_to_history(panel, browser: Browser):
     page.click("#switch-submit")
     header_badge = page.locator("#session-header .state-badge")
     expect(header_badge).to_have_text("Switching model", timeout=10_000)
-    _shot(page, "08-switching-model")
+    _shot(page, "09-switching-model")
     expect(header_badge).to_have_text("Ready", timeout=60_000)
     expect(page.locator("[data-testid=current-model]")).to_have_text(NEXT_MODEL, timeout=10_000)
     expect(other_card).to_contain_text(NEXT_MODEL, timeout=10_000)
+
+    narrow = mine.new_page()
+    narrow.set_viewport_size({"width": 400, "height": 860})
+    narrow.goto(f"/sessions/{SESSION}")
+    expect(narrow.locator("#session-header .state-badge")).to_have_text("Ready")
+    _shot(narrow, "10-narrow-session", full=False)
+    for part in ("timeline", "metrics", "events"):
+        narrow.locator(f"#session-{part}").screenshot(path=str(SHOTS / f"10-narrow-session-{part}.png"))
 
     # Destroy from the page; it ends with the cost summary, and the teammate's card says so too.
     page.click("#destroy-button")
@@ -211,7 +227,9 @@ def test_first_run_to_history(panel, browser: Browser):
     expect(summary).to_be_visible(timeout=40_000)
     final_cost = page.locator("[data-testid=final-cost]").inner_text()
     assert _money(final_cost) > 0
-    _shot(page, "09-destroyed")
+    expect(page.locator("#webui-frame")).to_have_count(0, timeout=5_000)
+    expect(page.locator("#session-tunnel")).to_contain_text("Closed")
+    _shot(page, "11-destroyed")
     expect(other.locator(".ended")).to_contain_text(SESSION, timeout=15_000)
 
     # History lists it with its cost.
@@ -219,15 +237,14 @@ def test_first_run_to_history(panel, browser: Browser):
     row = page.locator("table.history tbody tr", has_text=SESSION)
     expect(row).to_contain_text(final_cost)
     expect(page.locator("[data-testid=history-total]")).to_have_text(final_cost)
-    _shot(page, "10-history")
+    _shot(page, "12-history")
 
     # A narrow window still reads well.
-    narrow = mine.new_page()
-    narrow.set_viewport_size({"width": 400, "height": 860})
     narrow.goto("/")
-    _shot(narrow, "11-narrow-dashboard")
+    _shot(narrow, "13-narrow-dashboard")
     narrow.goto("/history/")
-    _shot(narrow, "12-narrow-history")
+    expect(narrow.locator("table.history tbody tr", has_text=SESSION)).to_contain_text(final_cost)
+    _shot(narrow, "14-narrow-history")
 
     assert not problems, "\n".join(problems)
     mine.close()

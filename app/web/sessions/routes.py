@@ -37,6 +37,12 @@ def _unchanged(version: str) -> bool:
     return request.args.get("v") == version
 
 
+def _moved(s: views.SessionView) -> bool:
+    """The session changed state since the polling element was rendered: its neighbours should refresh now."""
+    shown = request.args.get("shown")
+    return shown is not None and shown != s.shown
+
+
 def _with_trigger(body: str, event: str) -> Response:
     response = current_app.make_response(body)
     response.headers["HX-Trigger"] = event
@@ -116,15 +122,17 @@ def detail(name: str):
 @bp.get("/sessions/<name>/card")
 def card(name: str):
     """Return the session's dashboard card (state, progress, cost)."""
-    session = _load(name)
-    return render_template("sessions/_card.html", s=views.view(session),
-                           aider_command=aider_service.command_for(session))
+    s = views.view(_load(name))
+    body = render_template("sessions/_card.html", s=s, aider_command=aider_service.command_for(s.session))
+    return _with_trigger(body, "totals-changed") if _moved(s) else body
 
 
 @bp.get("/sessions/<name>/header")
 def header(name: str):
     """Return the session page's header (state, progress, cost, actions)."""
-    return render_template("sessions/_header.html", s=views.view(_load(name)))
+    s = views.view(_load(name))
+    body = render_template("sessions/_header.html", s=s)
+    return _with_trigger(body, "session-changed") if _moved(s) else body
 
 
 @bp.get("/sessions/<name>/sections/<section>")

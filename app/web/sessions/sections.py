@@ -36,7 +36,8 @@ SECTIONS: dict[str, Section] = {
                       lambda s: (s.status, s.tunnel_state, s.api_port, s.webui_port, s.destroy_requested_at),
                       lambda s: {}),
     "webui": Section("sessions/_webui.html", "5s",
-                     lambda s: (views.shows_webui(s), s.webui_port, s.status), lambda s: {}),
+                     lambda s: (True, s.webui_port) if views.shows_webui(s) else
+                     (False, s.status, s.tunnel_state, s.destroy_requested_at), lambda s: {}),
     "switch": Section("sessions/_switch.html", "4s",
                       lambda s: (s.status, s.model_id, s.stage_detail, s.destroy_requested_at,
                                  (s.vllm_config or {}).get("max_model_len")),

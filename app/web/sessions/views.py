@@ -139,6 +139,11 @@ class SessionView:
         return is_polling(self.session)
 
     @property
+    def shown(self) -> str:
+        """What a polled header or card shows, sent back so the server can tell the page when the session moved."""
+        return f"{self.session.status}.{int(self.session.destroy_requested_at is not None)}"
+
+    @property
     def step(self) -> tuple[int, int] | None:
         return launch_step(self.session)
 
