@@ -188,7 +188,7 @@ def test_launch_without_htmx_redirects_after_post(client, ctx):
 
 # ---- session page -----------------------------------------------------------------------------------------------
 
-SECTIONS = ("tunnel", "webui", "switch", "timeline", "metrics", "log", "events")
+SECTIONS = ("aider", "tunnel", "webui", "switch", "timeline", "metrics", "log", "events")
 
 
 def test_session_page_shows_every_section(client, ctx):

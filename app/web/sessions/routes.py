@@ -58,18 +58,18 @@ def index():
 @bp.get("/sessions/list")
 def session_list():
     """Return the list of session cards (204 while the set of sessions is unchanged)."""
+    if _unchanged(views.live_list_version()):
+        return "", 204
     overview = sessions_service.dashboard_overview()
     ended = views.recently_ended(overview.now)
     version = views.list_version(overview.sessions, ended)
-    if _unchanged(version):
-        return "", 204
     return render_template("sessions/_list.html", overview=overview, ended=ended, version=version)
 
 
 @bp.get("/sessions/totals")
 def totals():
     """Return the spend totals."""
-    return render_template("sessions/_totals.html", overview=sessions_service.dashboard_overview())
+    return render_template("sessions/_totals.html", overview=views.totals(current_app.config["MAIDER_HOME"]))
 
 
 @bp.get("/sessions/orphans")
@@ -97,6 +97,7 @@ def launch():
         except UserError as exc:
             error = str(exc)
         else:
+            views.forget_totals()
             if not wants_partial():
                 flash(f"Launching {session.name}: the VM is being created.", "success")
                 return redirect(url_for("sessions.index"), code=303)
@@ -115,8 +116,7 @@ def detail(name: str):
     session = views.session_by_uid(name, uid) if uid else _load(name)
     sections = {part: Markup(render_template(spec.template, **section_context(part, session)))
                 for part, spec in SECTIONS.items()}
-    return render_template("sessions/detail.html", s=views.view(session), sections=sections,
-                           aider_command=aider_service.command_for(session), aider_env=views.aider_env_path(session))
+    return render_template("sessions/detail.html", s=views.view(session), sections=sections)
 
 
 @bp.get("/sessions/<name>/card")
@@ -147,6 +147,7 @@ def section(name: str, section: str):
 def destroy(name: str):
     """Request destruction of the session's VM; return the card or page header in its new state."""
     session = sessions_service.request_destroy(name, ACTOR)
+    views.forget_totals()
     if request.args.get("view") == "header":
         return _with_trigger(render_template("sessions/_header.html", s=views.view(session)), "session-changed")
     return _with_trigger(render_template("sessions/_card.html", s=views.view(session),
@@ -202,6 +203,7 @@ def destroy_orphan(orphan_id: int):
 
 
 def _orphans_changed() -> Response:
+    views.forget_totals()
     found = cleanup_service.orphans()
     body = render_template("sessions/_orphans.html", orphans=found, version=views.version_key([o.id for o in found]),
                            now=views.utcnow())

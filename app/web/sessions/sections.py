@@ -11,6 +11,7 @@ from typing import Any, Callable
 from flask import render_template
 
 from app.models import Session, utcnow
+from app.services import aider as aider_service
 from app.web.sessions import views
 from app.web.sessions.forms import SwitchModelForm
 
@@ -31,7 +32,12 @@ def _timeline_version(session: Session) -> tuple:
     return (views.timeline_version(session, views.last_event_id(session), utcnow()),)
 
 
+def _aider_context(session: Session) -> dict[str, Any]:
+    return {"aider_command": aider_service.command_for(session), "aider_env": views.aider_env_path(session)}
+
+
 SECTIONS: dict[str, Section] = {
+    "aider": Section("sessions/_aider.html", "10s", lambda s: (s.status, s.workdir), _aider_context),
     "tunnel": Section("sessions/_tunnel.html", "5s",
                       lambda s: (s.status, s.tunnel_state, s.api_port, s.webui_port, s.destroy_requested_at),
                       lambda s: {}),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,8 @@ from app.services import sessions as sessions_service
 
 RECENTLY_ENDED = timedelta(minutes=15)  # ended sessions stay on the dashboard this long, so nobody misses a failure
 EVENTS_SHOWN = 200
-TICK = timedelta(seconds=5)  # running durations on the timeline move in steps of this
+TICK = timedelta(seconds=5)
+TOTALS_MAX_AGE = timedelta(seconds=1)  # many tabs polling the totals share one computation per second  # running durations on the timeline move in steps of this
 
 # Start-up phases recorded by the engine as "stage" events (app.domain.startup_progress), in order.
 PHASE_LABELS = {
@@ -171,6 +174,55 @@ def recently_ended(now: datetime | None = None) -> list[Session]:
         .order_by(Session.destroyed_at.desc()).limit(10)))
 
 
+def live_list_version(now: datetime | None = None) -> str:
+    """``list_version`` from two narrow id queries: a poll that changes nothing never loads whole rows.
+
+    Mirrors the filter of ``sessions_service.dashboard_overview`` (live = not destroyed, and not failed with the VM
+    gone) and of ``recently_ended``.
+    """
+    now = now or utcnow()
+    live = list(db.session.scalars(
+        sa.select(Session.id).where(Session.status != SessionState.DESTROYED.value,
+                                    sa.not_(sa.and_(Session.status == SessionState.FAILED.value,
+                                                    Session.destroyed_at.is_not(None))))
+        .order_by(Session.id.desc())))
+    ended = list(db.session.scalars(
+        sa.select(Session.id).where(Session.destroyed_at.is_not(None), Session.destroyed_at > now - RECENTLY_ENDED)
+        .order_by(Session.destroyed_at.desc()).limit(10)))
+    return version_key(live, ended)
+
+
+@dataclass(frozen=True)
+class Totals:
+    burn_rate: float
+    spent_today: float
+    spent_total: float
+
+
+_totals_cache: dict[str, tuple[float, Totals]] = {}
+_totals_lock = threading.Lock()
+
+
+def totals(cache_key: str, max_age: timedelta = TOTALS_MAX_AGE) -> Totals:
+    """The spend totals, computed at most once per ``max_age`` however many tabs poll them."""
+    now = time.monotonic()
+    with _totals_lock:
+        cached = _totals_cache.get(cache_key)
+        if cached is not None and now - cached[0] < max_age.total_seconds():
+            return cached[1]
+    overview = sessions_service.dashboard_overview()
+    value = Totals(overview.burn_rate, overview.spent_today, overview.spent_total)
+    with _totals_lock:
+        _totals_cache[cache_key] = (now, value)
+    return value
+
+
+def forget_totals() -> None:
+    """After an action that changes the totals (launch, destroy), the next poll recomputes them."""
+    with _totals_lock:
+        _totals_cache.clear()
+
+
 def version_key(*parts: Any) -> str:
     """A short stable digest of what a partial shows; the partial's poll sends it back to skip unchanged swaps."""
     raw = json.dumps(parts, default=str, sort_keys=True)
@@ -198,6 +250,7 @@ class Timeline:
     launch: list[Stage]  # from the request to the first Ready
     startup: list[Stage]  # the vLLM start-up phases (pull, download, load, ...) of the launch
     switches: list[Stage]  # each model switch, switch request to ready (or still running)
+    teardown: Stage | None  # destroying → destroyed (or still running), after the launch
     time_to_ready: float | None  # seconds from the request to the first Ready
     model_load_seconds: float | None  # vLLM's own figure, when logged
 
@@ -247,7 +300,20 @@ def build_timeline(session: Session, events: list[Event], now: datetime | None =
         if event.kind == "stage" and isinstance(event.detail, dict) and event.detail.get("model_load_seconds"):
             load_seconds = float(event.detail["model_load_seconds"])
     ttr = (launch_end - session.created_at).total_seconds() if launch_end else None
-    return Timeline(launch, startup, switches, ttr, load_seconds)
+    teardown = _teardown(session, states, launch_end, now) if launch_end else None
+    return Timeline(launch, startup, switches, teardown, ttr, load_seconds)
+
+
+def _teardown(session: Session, states: list[Event], after: datetime, now: datetime) -> Stage | None:
+    start = next((e for e in states if e.at >= after and e.detail.get("to") == SessionState.DESTROYING.value), None)
+    if start is None:
+        return None
+    end = next((e for e in states if e.at >= start.at and e.detail.get("to") in (
+        SessionState.DESTROYED.value, SessionState.FAILED.value)), None)
+    if end is not None:
+        return Stage("destroying", "Destroy", start.at, (end.at - start.at).total_seconds(), False)
+    running = session.state == SessionState.DESTROYING
+    return Stage("destroying", "Destroy", start.at, (now - start.at).total_seconds() if running else None, running)
 
 
 def _startup_phases(session: Session, events: list[Event], launch_end: datetime | None,
