@@ -109,23 +109,37 @@ def test_first_run_to_history(panel, browser: Browser):
     expect(page.locator(".demo-banner")).to_contain_text("Demo mode")
     _shot(page, "01-first-run")
 
-    # The setup wizard is one click away (its steps are the wizard's own tests); come back and launch.
-    page.click("#run-wizard")
-    expect(page).to_have_url(re.compile(r"/setup/?$"))
-    expect(page.locator("h1")).to_be_visible()
-    _shot(page, "02-wizard")
-    page.goto("/")
-
-    # A mistake in the quick form is shown next to its field, nothing is launched.
+    # A mistake in the quick form is shown next to its field, and nothing is launched.
     page.click(".quick-launch summary")
     page.fill("#launch-name", "Bad Name!")
     page.click("#launch-submit")
     expect(page.locator("#launch-name-error")).to_contain_text("lower-case letters")
-    _shot(page, "03-launch-form-error")
+    _shot(page, "02-launch-form-error")
+
+    # The setup wizard: accept each step's recommendation, save, and land back on the dashboard.
+    page.click("#run-wizard")
+    expect(page).to_have_url(re.compile(r"/setup/?$"))
+    for _ in range(8):
+        if page.locator("#wizard-form button", has_text="Save settings").count():
+            break
+        title = page.locator(".wizard-title").inner_text()
+        page.locator("#wizard-form button", has_text="Next").click()
+        expect(page.locator(".wizard-title")).not_to_have_text(title, timeout=10_000)
+    _shot(page, "03-wizard-review")
+    page.locator("#wizard-form button", has_text="Save settings").click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator(".flash")).to_contain_text("Saved .env")
+    saved = (panel["project"] / ".env").read_text()
+    region = re.search(r"^REGION=(\S+)", saved, re.M).group(1)
+    expect(page.locator("#launch")).to_contain_text(region)
+
+    # Launch what the wizard saved, under a name of our choosing.
+    page.click(".quick-launch summary")
     page.fill("#launch-name", SESSION)
     page.click("#launch-submit")
     expect(page.locator("#launch-result")).to_contain_text(f"Launching {SESSION}")
     card = page.locator(f"#session-{SESSION}")
+    expect(card).to_contain_text(region)
     expect(card).to_be_visible()
 
     # A teammate's tab sees the same session without reloading.

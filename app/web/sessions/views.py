@@ -405,6 +405,7 @@ class LaunchContext:
 
     workdir: str
     demo: bool
+    demo_defaults: bool  # demo mode filled in what the project has not saved
     model_id: str | None
     plan: str | None
     region: str | None
@@ -430,4 +431,5 @@ def launch_context(workdir: str, demo: bool) -> LaunchContext:
     if not demo and settings.linode_token is None:
         missing += ("Linode token (LINODE_TOKEN)",)
     problems = tuple(str(p) for p in settings.problems)
-    return LaunchContext(workdir, demo, model, plan, region, settings.max_model_len, missing, problems)
+    defaults = demo and not (settings.model_id and settings.region)
+    return LaunchContext(workdir, demo, defaults, model, plan, region, settings.max_model_len, missing, problems)
