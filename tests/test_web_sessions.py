@@ -169,6 +169,17 @@ def test_launch_refused_by_the_service_is_shown_inline(client, ctx):
     assert "Could not launch" in text(response) and "already exists" in text(response)
 
 
+def test_launch_without_configuration_lists_what_to_fix(client, ctx):
+    response = client.post("/sessions", data={}, headers=csrf_headers(client))
+    body = text(response)
+    assert response.status_code == 200
+    assert "Could not launch." in body
+    assert re.search(r"<li>MODEL_ID: not set[^<]*</li>", body)
+    assert re.search(r"<li>LINODE_TOKEN: not set[^<]*</li>", body)
+    assert "Nothing was created and nothing is billed." in body
+    assert db.session.query(Session).count() == 0
+
+
 def test_launch_in_demo_mode_queues_a_session_and_refreshes_the_list(client, ctx):
     ctx.config["MAIDER_DEMO"] = True
     response = client.post("/sessions", data={"name": "first"}, headers=csrf_headers(client))

@@ -45,6 +45,15 @@ def _pct(value: float | None) -> str:
     return f"{float(value) * 100:.0f}%"
 
 
+def _problem_points(message: str | None) -> list[str]:
+    """A service message listing several problems ("cannot launch: a; b") as separate points, for reading."""
+    text = (message or "").strip()
+    head, sep, rest = text.partition(": ")
+    if sep and head.lower().startswith("cannot ") and "; " in rest:
+        return [point.strip() for point in rest.split("; ") if point.strip()]
+    return [text] if text else []
+
+
 def _session_view(session, now: datetime | None = None):
     from app.web.sessions import views
 
@@ -62,6 +71,7 @@ def init_app(app: Flask) -> None:
     from app.web.sessions import views
 
     app.jinja_env.filters["pct"] = _pct
+    app.jinja_env.filters["problem_points"] = _problem_points
     app.jinja_env.filters["session_view"] = _session_view
     app.jinja_env.filters["aider_command"] = _aider_command
     app.jinja_env.filters["plan_label"] = views.plan_label
