@@ -12,7 +12,7 @@ PAGE = """<!doctype html>
   body { margin: 0; font: 15px/1.5 system-ui, sans-serif; background: #171717; color: #ececec; display: flex;
          min-height: 100vh; }
   nav { width: 210px; background: #0d0d0d; padding: 16px; box-sizing: border-box; }
-  nav b { display: block; margin-bottom: 16px; } nav div { color: #9b9b9b; font-size: 13px; padding: 6px 0; }
+  nav h1 { font-size: 16px; margin: 0 0 16px; } nav div { color: #9b9b9b; font-size: 13px; padding: 6px 0; }
   main { flex: 1; display: flex; flex-direction: column; padding: 20px; box-sizing: border-box; }
   .model { font-weight: 600; margin-bottom: 20px; } .model span { color: #9b9b9b; font-weight: 400; }
   .msg { max-width: 640px; padding: 10px 14px; border-radius: 14px; margin: 6px 0; }
@@ -20,7 +20,7 @@ PAGE = """<!doctype html>
   .box { margin-top: auto; border: 1px solid #3a3a3a; border-radius: 18px; padding: 12px 16px; color: #8e8e8e; }
   @media (max-width: 520px) { nav { display: none; } }
 </style></head>
-<body><nav><b>Open WebUI</b><div>New chat</div><div>Today</div><div>Refactor the parser</div></nav>
+<body><nav><h1>Open WebUI</h1><div>New chat</div><div>Today</div><div>Refactor the parser</div></nav>
 <main><div class="model">coder <span>· served by vLLM through maider's tunnel</span></div>
 <div class="msg you">Is this a real Open WebUI?</div>
 <div class="msg bot">This is maider's demo VM, simulated on your laptop. On a real GPU VM, Open WebUI runs here,
