@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import Flask
@@ -17,7 +18,7 @@ from app.engine.configure import step_configuring, step_rebooting
 from app.engine.launch import step_booting, step_creating, step_requested
 from app.engine.runtime import runtime
 from app.engine.startup import step_starting, step_switching_model
-from app.engine.state import transition
+from app.engine.state import record_event, transition
 from app.engine.steps import StepContext, fail_launch
 from app.engine.teardown import step_destroying
 from app.extensions import db
@@ -91,14 +92,29 @@ def process_session(app: Flask, session_id: int) -> bool:
         db.session.rollback()
         log.exception("session %s: step failed", session_id)
         session = db.session.get(Session, session_id)
-        if session is not None and session.state not in (SessionState.DESTROYING, SessionState.DESTROYED,
-                                                         SessionState.FAILED):
-            fail_launch(StepContext(session, engine, now), Reason.INTERNAL_ERROR,
-                        f"internal error: {type(exc).__name__}: {exc}")
+        if session is not None:
+            _after_internal_error(StepContext(session, engine, now), exc)
             db.session.commit()
     finally:
         release(session_id, token, engine.clock())
     return True
+
+
+INTERNAL_ERROR_RETRY = timedelta(seconds=30)
+
+
+def _after_internal_error(ctx: StepContext, exc: Exception) -> None:
+    """A bug must cost neither a VM the user wants nor money: keep a switching VM, keep retrying a destroy."""
+    session = ctx.session
+    message = f"internal error: {type(exc).__name__}: {exc}"
+    if session.state == SessionState.DESTROYING:
+        session.next_attempt_at = ctx.now + INTERNAL_ERROR_RETRY  # keep trying, without a hot loop
+        record_event(session, "error", f"{message}; retrying the destroy")
+    elif session.state == SessionState.SWITCHING_MODEL:
+        transition(session, SessionState.FAILED, reason=Reason.INTERNAL_ERROR, now=ctx.now,
+                   message=f"{message}. The VM is still running (and billed): switch again or destroy it.")
+    elif session.state.is_launching():
+        fail_launch(ctx, Reason.INTERNAL_ERROR, message)
 
 
 def run_once(app: Flask) -> int:

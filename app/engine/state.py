@@ -13,6 +13,7 @@ from typing import Any
 from app.errors import InvalidTransition
 from app.extensions import db
 from app.models import ALLOWED_TRANSITIONS, Event, Reason, Session, SessionState, utcnow
+from app.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ _NEEDS_REASON = frozenset({SessionState.FAILED, SessionState.DESTROYING, Session
 def record_event(session: Session | None, kind: str, message: str, *, actor: str = "maider",
                  at: datetime | None = None, **detail: Any) -> Event:
     """Add an event to the current transaction (the caller commits)."""
-    event = Event(session=session, kind=kind, message=message, actor=actor, at=at or utcnow(), detail=detail)
+    event = Event(session=session, kind=kind, message=redact(message), actor=actor, at=at or utcnow(), detail=detail)
     db.session.add(event)
     return event
 
@@ -47,6 +48,7 @@ def transition(session: Session, target: SessionState, *, reason: Reason | None 
     session.stage_detail = None
     if reason is not None:
         session.status_reason = reason.value
+    message = redact(message) if message else message  # error text from libraries must not carry a secret
     session.status_message = message  # a message belongs to the state it explains
     text = f"{current.label} → {target.label}"
     if message:
