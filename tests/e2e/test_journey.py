@@ -208,6 +208,15 @@ def test_first_run_to_history(panel, browser: Browser):
     expect(page.locator("#session-log pre")).not_to_be_empty(timeout=40_000)
     _shot(page, "08-session-ready")
 
+    # The tunnels can be rebuilt on the same ports, and the idle watchdog's timer reset.
+    ports = page.locator("#session-tunnel td.mono").all_inner_texts()
+    page.click("#reconnect-button")
+    expect(page.locator("#session-tunnel")).to_contain_text("Reconnecting the tunnels")
+    expect(page.locator("#session-tunnel [data-testid=tunnel-state]")).to_have_text("up", timeout=20_000)
+    assert page.locator("#session-tunnel td.mono").all_inner_texts() == ports
+    page.click("#extend-button")
+    expect(page.locator("#session-header")).to_contain_text("Watchdog timer reset.")
+
     api_keys = [p.read_text().strip() for p in (panel["home"] / "demo" / "sessions").glob("*/api_key")]
     assert api_keys, "the session's API key file should exist"
     for html in (page.content(), other.content()):
