@@ -60,7 +60,7 @@ def session_list():
     """Return the list of session cards (204 while the set of sessions is unchanged)."""
     if _unchanged(views.live_list_version()):
         return "", 204
-    overview = sessions_service.dashboard_overview()
+    overview = views.dashboard(current_app.config["MAIDER_HOME"])
     ended = views.recently_ended(overview.now)
     version = views.list_version(overview.sessions, ended)
     return render_template("sessions/_list.html", overview=overview, ended=ended, version=version)
@@ -211,7 +211,7 @@ def _orphans_changed() -> Response:
 
 
 def _dashboard(form: LaunchForm, **extra):
-    overview = sessions_service.dashboard_overview()
+    overview = views.dashboard(current_app.config["MAIDER_HOME"])
     ended = views.recently_ended(overview.now)
     return render_template("sessions/index.html", overview=overview, ended=ended, form=form, launch=_launch_context(),
                            list_v=views.list_version(overview.sessions, ended),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm  # noqa: F401  (sa.orm.defer)
 
 from app.domain.aider import AIDER_ENV_FILENAME
 from app.extensions import db
@@ -174,6 +175,28 @@ def recently_ended(now: datetime | None = None) -> list[Session]:
         .order_by(Session.destroyed_at.desc()).limit(10)))
 
 
+def _live_filter():
+    """Live as ``sessions_service.dashboard_overview`` counts it: not destroyed, and not failed with the VM gone."""
+    return sa.and_(Session.status != SessionState.DESTROYED.value,
+                   sa.not_(sa.and_(Session.status == SessionState.FAILED.value, Session.destroyed_at.is_not(None))))
+
+
+def dashboard(cache_key: str) -> sessions_service.Overview:
+    """The dashboard's overview without decoding each row's JSON columns (the cards show none of them).
+
+    The totals come from ``totals`` (shared by every tab for a second); the rows are the same as the service's.
+    """
+    now = utcnow()
+    live = list(db.session.scalars(
+        sa.select(Session).options(sa.orm.defer(Session.engine_state), sa.orm.defer(Session.vllm_config))
+        .where(_live_filter()).order_by(Session.id.desc())))
+    spend = totals(cache_key)
+    from app.services import cleanup as cleanup_service
+
+    return sessions_service.Overview(live, cleanup_service.orphans(), spend.burn_rate, spend.spent_today,
+                                     spend.spent_total, now)
+
+
 def live_list_version(now: datetime | None = None) -> str:
     """``list_version`` from two narrow id queries: a poll that changes nothing never loads whole rows.
 
@@ -181,11 +204,7 @@ def live_list_version(now: datetime | None = None) -> str:
     gone) and of ``recently_ended``.
     """
     now = now or utcnow()
-    live = list(db.session.scalars(
-        sa.select(Session.id).where(Session.status != SessionState.DESTROYED.value,
-                                    sa.not_(sa.and_(Session.status == SessionState.FAILED.value,
-                                                    Session.destroyed_at.is_not(None))))
-        .order_by(Session.id.desc())))
+    live = list(db.session.scalars(sa.select(Session.id).where(_live_filter()).order_by(Session.id.desc())))
     ended = list(db.session.scalars(
         sa.select(Session.id).where(Session.destroyed_at.is_not(None), Session.destroyed_at > now - RECENTLY_ENDED)
         .order_by(Session.destroyed_at.desc()).limit(10)))
