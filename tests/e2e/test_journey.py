@@ -55,7 +55,7 @@ def panel(tmp_path: Path):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"maider serve did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield {"url": url, "home": home, "project": project, "log": log_path}
+        yield {"url": url, "home": home, "project": project, "log": log_path, "process": process}
     finally:
         process.terminate()
         try:
@@ -268,6 +268,14 @@ def test_first_run_to_history(panel, browser: Browser):
     narrow.goto("/history/")
     expect(narrow.locator("table.history tbody tr", has_text=SESSION)).to_contain_text(final_cost)
     _shot(narrow, "14-narrow-history")
+
+    # If the server goes away, the open dashboard says so instead of silently showing stale figures.
+    narrow.goto("/")
+    expect(narrow.locator("#offline-banner")).to_be_hidden()
+    panel["process"].terminate()
+    panel["process"].wait(timeout=15)
+    expect(narrow.locator("#offline-banner")).to_be_visible(timeout=20_000)
+    _shot(narrow, "15-server-gone", full=False)
 
     assert not problems, "\n".join(problems)
     mine.close()
