@@ -269,13 +269,21 @@ def test_first_run_to_history(panel, browser: Browser):
     expect(narrow.locator("table.history tbody tr", has_text=SESSION)).to_contain_text(final_cost)
     _shot(narrow, "14-narrow-history")
 
+    # A wrong address gets a page that says so, in the panel's own look, with a way back.
+    response = page.goto("/sessions/no-such-session")
+    assert response.status == 404
+    expect(page.locator(".error-card")).to_contain_text("no session named 'no-such-session'")
+    _shot(page, "15-not-found", full=False)
+    page.click("text=Back to sessions")
+    expect(page).to_have_url(re.compile(r"/$"))
+
     # If the server goes away, the open dashboard says so instead of silently showing stale figures.
     narrow.goto("/")
     expect(narrow.locator("#offline-banner")).to_be_hidden()
     panel["process"].terminate()
     panel["process"].wait(timeout=15)
     expect(narrow.locator("#offline-banner")).to_be_visible(timeout=20_000)
-    _shot(narrow, "15-server-gone", full=False)
+    _shot(narrow, "16-server-gone", full=False)
 
     assert not problems, "\n".join(problems)
     mine.close()
