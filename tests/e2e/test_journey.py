@@ -272,7 +272,7 @@ def test_first_run_to_history(panel, browser: Browser):
     # A wrong address gets a page that says so, in the panel's own look, with a way back.
     response = page.goto("/sessions/no-such-session")
     assert response.status == 404
-    expect(page.locator(".error-card")).to_contain_text("no session named 'no-such-session'")
+    expect(page.locator(".error-card")).to_contain_text("No session named 'no-such-session'")
     _shot(page, "15-not-found", full=False)
     page.click("text=Back to sessions")
     expect(page).to_have_url(re.compile(r"/$"))
