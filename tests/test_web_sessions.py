@@ -462,3 +462,17 @@ def test_pages_have_no_inline_script_or_style(client, ctx):
         assert " style=" not in body and "<style" not in body, url
         assert not re.search(r"\son[a-z]+=", body), url
 
+
+
+def test_api_key_in_the_vllm_log_is_masked(client, ctx):
+    home = Path(ctx.config["MAIDER_HOME"])
+    session = make_session("ready")
+    key = ensure_identity(home, session.uid).api_key
+    session.engine_state = {"log_tail": f"INFO non-default args: {{'model': 'x', 'api_key': '{key}'}}\n"
+                                        f"INFO serving with --api-key {key}\nINFO token hf_{'a' * 34}"}
+    db.session.commit()
+    for body in (text(client.get(f"/sessions/{session.name}")),
+                 text(client.get(f"/sessions/{session.name}/sections/log", headers=HX))):
+        assert key not in body
+        assert "hf_aaaa" not in body
+        assert "non-default args" in body and "[redacted]" in body

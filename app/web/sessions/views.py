@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import sqlalchemy.orm  # noqa: F401  (sa.orm.defer)
 
 from app.domain.aider import AIDER_ENV_FILENAME
 from app.extensions import db
+from app.redaction import MASK, redact
 from app.models import LAUNCH_STATES, Event, Session, SessionState, utcnow
 from app.services import sessions as sessions_service
 
@@ -404,8 +406,24 @@ def metrics(session: Session) -> dict[str, Any] | None:
     return value if isinstance(value, dict) and value else None
 
 
+_KEY_PATTERNS = (
+    re.compile(r"sk-maider-[A-Za-z0-9_-]{8,}"),  # maider's vLLM API keys (app.engine.identity)
+    re.compile(r"(?<=['\"]api_key['\"]: ['\"])[^'\"]{6,}(?=['\"])"),  # vLLM's "non-default args" line
+    re.compile(r"(?<=--api-key[ =])\S{6,}"),
+    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face tokens
+)
+
+
+def safe_text(text: str) -> str:
+    """Text from the VM (logs) with every secret maider knows, and anything shaped like an API key, masked."""
+    text = redact(text)
+    for pattern in _KEY_PATTERNS:
+        text = pattern.sub(MASK, text)
+    return text
+
+
 def log_tail(session: Session) -> str:
-    return str((session.engine_state or {}).get("log_tail") or "")
+    return safe_text(str((session.engine_state or {}).get("log_tail") or ""))
 
 
 def session_by_uid(name: str, uid: str) -> Session:
