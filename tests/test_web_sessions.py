@@ -250,6 +250,7 @@ def test_header_polls_with_cost_and_tells_the_page_when_the_state_moved(client, 
     assert "<html" not in body and 'hx-trigger="every 3s"' in body
     assert "Switching model" in body and "loading the new model" in body
     assert response.headers["HX-Trigger"] == "session-changed"
+    assert re.search(rf"<title>{session.name} · Switching model · \$[0-9.]+ · maider</title>", body)
 
 
 def test_open_webui_is_embedded_only_when_ready_and_the_tunnel_is_up(client, ctx):

@@ -193,6 +193,7 @@ def test_first_run_to_history(panel, browser: Browser):
     card.get_by_role("link", name="Open").click()
     expect(page).to_have_url(re.compile(rf"/sessions/{SESSION}$"))
     expect(page.locator("#session-header .state-badge")).to_have_text("Ready")
+    expect(page).to_have_title(re.compile(rf"^{SESSION} · Ready · \$"))
     expect(page.locator("#session-tunnel [data-testid=tunnel-state]")).to_have_text("up")
     expect(page.locator("#session-timeline")).to_contain_text("Boot")
     expect(page.locator("#session-timeline")).to_contain_text("Ready in")
@@ -231,6 +232,8 @@ def test_first_run_to_history(panel, browser: Browser):
     page.click("#switch-submit")
     header_badge = page.locator("#session-header .state-badge")
     expect(header_badge).to_have_text("Switching model", timeout=10_000)
+    expect(page).to_have_title(re.compile(rf"^{SESSION} · Switching model · "), timeout=5_000)
+    assert page.locator("body title").count() == 0  # htmx lifts the partial's <title> into the tab title
     _shot(page, "09-switching-model")
     expect(header_badge).to_have_text("Ready", timeout=60_000)
     expect(page.locator("[data-testid=current-model]")).to_have_text(NEXT_MODEL, timeout=10_000)
