@@ -80,6 +80,12 @@ def get_session(name: str) -> Session:
     return session
 
 
+def live_clause():
+    """Live = on the dashboard: not destroyed, and not failed with its VM already gone."""
+    return sa.and_(Session.status != SessionState.DESTROYED.value,
+                   sa.not_(sa.and_(Session.status == SessionState.FAILED.value, Session.destroyed_at.is_not(None))))
+
+
 def live_sessions() -> list[Session]:
     """Every session that is not destroyed, newest first."""
     return list(db.session.scalars(
@@ -96,7 +102,7 @@ def history(limit: int = 200) -> list[Session]:
 def dashboard_overview(now: datetime | None = None) -> Overview:
     """Live sessions, orphans and money totals for the dashboard."""
     now = now or utcnow()
-    live = [s for s in live_sessions() if not (s.state == SessionState.FAILED and s.destroyed_at is not None)]
+    live = list(db.session.scalars(sa.select(Session).where(live_clause()).order_by(Session.id.desc())))
     burn = sum(s.hourly_price for s in live if is_vm_alive(s) and s.instance_id)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     spent_today = spent_total = 0.0

@@ -12,7 +12,7 @@ from flask import render_template
 
 from app.models import Session, utcnow
 from app.services import aider as aider_service
-from app.web.sessions import views
+from app.web.sessions import timeline, views
 from app.web.sessions.forms import SwitchModelForm
 
 
@@ -25,11 +25,11 @@ class Section:
 
 
 def _timeline_context(session: Session) -> dict[str, Any]:
-    return {"timeline": views.build_timeline(session, list(session.events), utcnow())}
+    return {"timeline": timeline.build_timeline(session, list(session.events), utcnow())}
 
 
 def _timeline_version(session: Session) -> tuple:
-    return (views.timeline_version(session, views.last_event_id(session), utcnow()),)
+    return (timeline.timeline_version(session, views.last_event_id(session), utcnow()),)
 
 
 def _aider_context(session: Session) -> dict[str, Any]:

@@ -27,27 +27,9 @@ from app.services import sessions as sessions_service
 
 RECENTLY_ENDED = timedelta(minutes=15)  # ended sessions stay on the dashboard this long, so nobody misses a failure
 EVENTS_SHOWN = 200
-TICK = timedelta(seconds=5)
-TOTALS_MAX_AGE = timedelta(seconds=1)  # many tabs polling the totals share one computation per second  # running durations on the timeline move in steps of this
+TOTALS_MAX_AGE = timedelta(seconds=1)  # many tabs polling the totals share one computation per second
 
 # Start-up phases recorded by the engine as "stage" events (app.domain.startup_progress), in order.
-PHASE_LABELS = {
-    "pulling": "Image pull",
-    "downloading": "Weight download",
-    "loading": "Model load",
-    "warming": "Warm-up (CUDA graphs)",
-    "serving": "Readiness check",
-}
-STATE_STAGE_LABELS = {
-    SessionState.REQUESTED: "Queued",
-    SessionState.CREATING: "VM creation",
-    SessionState.BOOTING: "Boot",
-    SessionState.CONFIGURING: "Configure (drivers, Docker)",
-    SessionState.REBOOTING: "Reboot",
-    SessionState.STARTING: "vLLM start",
-    SessionState.SWITCHING_MODEL: "Model switch",
-    SessionState.DESTROYING: "Destroy",
-}
 
 
 def is_polling(session: Session) -> bool:
@@ -177,12 +159,6 @@ def recently_ended(now: datetime | None = None) -> list[Session]:
         .order_by(Session.destroyed_at.desc()).limit(10)))
 
 
-def _live_filter():
-    """Live as ``sessions_service.dashboard_overview`` counts it: not destroyed, and not failed with the VM gone."""
-    return sa.and_(Session.status != SessionState.DESTROYED.value,
-                   sa.not_(sa.and_(Session.status == SessionState.FAILED.value, Session.destroyed_at.is_not(None))))
-
-
 def dashboard(cache_key: str) -> sessions_service.Overview:
     """The dashboard's overview without decoding each row's JSON columns (the cards show none of them).
 
@@ -191,7 +167,7 @@ def dashboard(cache_key: str) -> sessions_service.Overview:
     now = utcnow()
     live = list(db.session.scalars(
         sa.select(Session).options(sa.orm.defer(Session.engine_state), sa.orm.defer(Session.vllm_config))
-        .where(_live_filter()).order_by(Session.id.desc())))
+        .where(sessions_service.live_clause()).order_by(Session.id.desc())))
     spend = totals(cache_key)
     from app.services import cleanup as cleanup_service
 
@@ -200,13 +176,10 @@ def dashboard(cache_key: str) -> sessions_service.Overview:
 
 
 def live_list_version(now: datetime | None = None) -> str:
-    """``list_version`` from two narrow id queries: a poll that changes nothing never loads whole rows.
-
-    Mirrors the filter of ``sessions_service.dashboard_overview`` (live = not destroyed, and not failed with the VM
-    gone) and of ``recently_ended``.
-    """
+    """``list_version`` from two narrow id queries: a poll that changes nothing never loads whole rows."""
     now = now or utcnow()
-    live = list(db.session.scalars(sa.select(Session.id).where(_live_filter()).order_by(Session.id.desc())))
+    live = list(db.session.scalars(
+        sa.select(Session.id).where(sessions_service.live_clause()).order_by(Session.id.desc())))
     ended = list(db.session.scalars(
         sa.select(Session.id).where(Session.destroyed_at.is_not(None), Session.destroyed_at > now - RECENTLY_ENDED)
         .order_by(Session.destroyed_at.desc()).limit(10)))
@@ -252,132 +225,6 @@ def version_key(*parts: Any) -> str:
 
 def list_version(sessions: list[Session], ended: list[Session]) -> str:
     return version_key([s.id for s in sessions], [s.id for s in ended])
-
-
-# ---- stage timeline -------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Stage:
-    key: str
-    label: str
-    started_at: datetime
-    seconds: float | None  # None: still running without a known end
-    running: bool
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class Timeline:
-    launch: list[Stage]  # from the request to the first Ready
-    startup: list[Stage]  # the vLLM start-up phases (pull, download, load, ...) of the launch
-    switches: list[Stage]  # each model switch, switch request to ready (or still running)
-    teardown: Stage | None  # destroying → destroyed (or still running), after the launch
-    time_to_ready: float | None  # seconds from the request to the first Ready
-    model_load_seconds: float | None  # vLLM's own figure, when logged
-
-    @property
-    def total_seconds(self) -> float:
-        return sum(stage.seconds or 0 for stage in self.launch)
-
-
-def _state_events(events: list[Event]) -> list[Event]:
-    return [e for e in events if e.kind == "state" and isinstance(e.detail, dict) and e.detail.get("to")]
-
-
-def build_timeline(session: Session, events: list[Event], now: datetime | None = None) -> Timeline:
-    """Stage durations from the session's "state" and "stage" events (each event's time starts the next stage)."""
-    now = now or utcnow()
-    states = _state_events(events)
-    first_ready = next((e for e in states if e.detail.get("to") == SessionState.READY.value), None)
-    launch_end = first_ready.at if first_ready else None
-
-    launch: list[Stage] = []
-    marks: list[tuple[str, datetime]] = [(SessionState.REQUESTED.value, session.created_at)]
-    for event in states:
-        if launch_end is not None and event.at > launch_end:
-            break
-        marks.append((event.detail["to"], event.at))
-    for index, (status, started) in enumerate(marks):
-        try:
-            state = SessionState(status)
-        except ValueError:
-            continue
-        if state not in STATE_STAGE_LABELS or state == SessionState.SWITCHING_MODEL:
-            continue
-        if index + 1 < len(marks):
-            seconds, running = (marks[index + 1][1] - started).total_seconds(), False
-        else:
-            active = session.state == state and is_polling(session)
-            seconds = (now - started).total_seconds() if active else None
-            running = active
-        launch.append(Stage(state.value, STATE_STAGE_LABELS[state], started, seconds, running))
-        if state == SessionState.DESTROYING:
-            break
-
-    startup = _startup_phases(session, events, launch_end, now)
-    switches = _switches(session, states, now)
-    load_seconds = None
-    for event in events:
-        if event.kind == "stage" and isinstance(event.detail, dict) and event.detail.get("model_load_seconds"):
-            load_seconds = float(event.detail["model_load_seconds"])
-    ttr = (launch_end - session.created_at).total_seconds() if launch_end else None
-    teardown = _teardown(session, states, launch_end, now) if launch_end else None
-    return Timeline(launch, startup, switches, teardown, ttr, load_seconds)
-
-
-def _teardown(session: Session, states: list[Event], after: datetime, now: datetime) -> Stage | None:
-    start = next((e for e in states if e.at >= after and e.detail.get("to") == SessionState.DESTROYING.value), None)
-    if start is None:
-        return None
-    end = next((e for e in states if e.at >= start.at and e.detail.get("to") in (
-        SessionState.DESTROYED.value, SessionState.FAILED.value)), None)
-    if end is not None:
-        return Stage("destroying", "Destroy", start.at, (end.at - start.at).total_seconds(), False)
-    running = session.state == SessionState.DESTROYING
-    return Stage("destroying", "Destroy", start.at, (now - start.at).total_seconds() if running else None, running)
-
-
-def _startup_phases(session: Session, events: list[Event], launch_end: datetime | None,
-                    now: datetime) -> list[Stage]:
-    phase_events = [e for e in events if e.kind == "stage" and isinstance(e.detail, dict)
-                    and e.detail.get("phase") in PHASE_LABELS and (launch_end is None or e.at <= launch_end)]
-    stages = []
-    for index, event in enumerate(phase_events):
-        end = phase_events[index + 1].at if index + 1 < len(phase_events) else launch_end
-        running = end is None and session.state == SessionState.STARTING
-        seconds = (end - event.at).total_seconds() if end else ((now - event.at).total_seconds() if running else None)
-        key = event.detail["phase"]
-        note = None
-        if key == "loading" and event.detail.get("model_load_seconds"):
-            note = f"vLLM: {float(event.detail['model_load_seconds']):.1f}s"
-        stages.append(Stage(key, PHASE_LABELS[key], event.at, seconds, running, note))
-    return stages
-
-
-def _switches(session: Session, states: list[Event], now: datetime) -> list[Stage]:
-    switches = []
-    for index, event in enumerate(states):
-        if event.detail.get("to") != SessionState.SWITCHING_MODEL.value:
-            continue
-        end = next((e for e in states[index + 1:]), None)
-        message = event.message.split(": ", 1)[1] if ": " in event.message else None
-        if end is not None:
-            outcome = "ready" if end.detail.get("to") == SessionState.READY.value else end.detail.get("to")
-            note = f"{message} ({outcome})" if message else outcome
-            switches.append(Stage("switch", "Model switch", event.at, (end.at - event.at).total_seconds(), False,
-                                  note))
-        else:
-            running = session.state == SessionState.SWITCHING_MODEL
-            switches.append(Stage("switch", "Model switch", event.at,
-                                  (now - event.at).total_seconds() if running else None, running, message))
-    return switches
-
-
-def timeline_version(session: Session, last_event_id: int, now: datetime) -> str:
-    moving = session.state in LAUNCH_STATES or session.state in (SessionState.SWITCHING_MODEL,
-                                                                 SessionState.DESTROYING)
-    tick = int(now.timestamp() // TICK.total_seconds()) if moving else 0
-    return version_key("timeline", session.status, last_event_id, tick, is_polling(session))
 
 
 def last_event_id(session: Session) -> int:
