@@ -30,7 +30,7 @@ def _connection_failed(ctx: StepContext, exc: RemoteError, waiting_for: str) -> 
     if isinstance(exc, HostKeyMismatch):
         fail_launch(ctx, Reason.HOST_KEY_MISMATCH, f"the VM's SSH host key changed ({exc}); refusing to connect")
     else:
-        poll_later(ctx, f"{waiting_for} (SSH: {type(exc).__name__})")
+        poll_later(ctx, waiting_for)
 
 
 def step_configuring(ctx: StepContext) -> None:

@@ -107,12 +107,14 @@ def step_booting(ctx: StepContext) -> None:
                     f"the VM presented an SSH host key that maider did not issue ({exc}); refusing to connect")
         return
     except SshAuthError as exc:
+        log.info("session %s: SSH key not accepted yet: %s", session.name, exc)
         ctx.runtime.drop_remote(session.uid)
-        poll_later(ctx, f"SSH login not accepted yet ({exc})")
+        poll_later(ctx, "waiting for the VM to accept maider's SSH key")
         return
     except RemoteError as exc:
+        log.debug("session %s: SSH not up yet: %s", session.name, exc)
         ctx.runtime.drop_remote(session.uid)
-        poll_later(ctx, f"waiting for SSH ({type(exc).__name__})")
+        poll_later(ctx, "waiting for the VM to answer SSH")
         return
     session.engine_state = {**(session.engine_state or {}), "boot_id": boot_id}
     record_event(session, "stage", "SSH is up; host key verified")

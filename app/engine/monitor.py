@@ -16,6 +16,7 @@ from app.engine.session_tunnels import ensure_tunnel
 from app.engine.state import record_event
 from app.extensions import db
 from app.models import Session, SessionState
+from app.redaction import redact
 from app.remote import RemoteError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def refresh_vm_detail(engine, session: Session, identity, state: dict, now) -> N
     gpus = remote.run(vm.CMD_GPU_QUERY, timeout=20)
     if gpus.exit_code == 0:
         state["gpus"] = parse_gpu_rows(gpus.stdout)
-    state["log_tail"] = "\n".join(remote.run(vm.CMD_VLLM_LOGS, timeout=20).stdout.splitlines()[-LOG_TAIL_LINES:])
+    lines = remote.run(vm.CMD_VLLM_LOGS, timeout=20).stdout.splitlines()[-LOG_TAIL_LINES:]
+    state["log_tail"] = redact("\n".join(lines))  # vLLM echoes its arguments, the API key among them
     state["vm_detail_at"] = now.timestamp()
 
 

@@ -15,6 +15,7 @@ from app.engine.state import record_event, transition
 from app.engine.steps import StepContext, deadline_passed, fail_launch, poll_later
 from app.engine.vllm_config import vllm_settings_for
 from app.models import Reason, SessionState
+from app.redaction import redact
 from app.remote import RemoteError, RemoteHost
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def _note_phase(ctx: StepContext, remote: RemoteHost, log_text: str) -> None:
     stage_word = remote.run(vm.CMD_READ_STAGE, timeout=20).stdout.strip()
     phase = startup_phase(stage_word, log_text)
     state = dict(ctx.session.engine_state or {})
-    state["log_tail"] = "\n".join(log_text.splitlines()[-80:])
+    state["log_tail"] = redact("\n".join(log_text.splitlines()[-80:]))  # vLLM echoes its args, key included
     seen = list(state.get("phases", []))
     if phase.key not in seen:
         seen.append(phase.key)
@@ -98,8 +99,9 @@ def _wait_for_vllm(ctx: StepContext, fail) -> None:
         _note_phase(ctx, remote, log_text)
         poll_later(ctx)
     except RemoteError as exc:
+        log.info("session %s: SSH dropped: %s", session.name, exc)
         ctx.runtime.drop_remote(session.uid)
-        poll_later(ctx, f"reconnecting to the VM ({type(exc).__name__})")
+        poll_later(ctx, "reconnecting to the VM")
 
 
 def step_starting(ctx: StepContext) -> None:
@@ -133,8 +135,9 @@ def step_switching_model(ctx: StepContext) -> None:
                 _fail_switch(ctx, f"recreating the vLLM container failed: {result.stderr.strip()[:300]}")
                 return
         except RemoteError as exc:
+            log.info("session %s: SSH dropped: %s", session.name, exc)
             ctx.runtime.drop_remote(session.uid)
-            poll_later(ctx, f"reconnecting to the VM ({type(exc).__name__})")
+            poll_later(ctx, "reconnecting to the VM")
             return
         session.heal_attempts = 0
         session.engine_state = {**(session.engine_state or {}), "switch_applied": True, "phases": []}
