@@ -9,6 +9,7 @@ import pytest
 from app import create_app
 from app.extensions import db
 from app.providers.linode import LinodeProvider
+from app.remote import KeyPair, new_keypair
 from app.simulator.vm import VmBehaviour, vm_from_user_data
 from engine_helpers import FAST_TIMINGS, LINODE_TOKEN, write_project
 from fakes.linode_api import FakeLinodeApi
@@ -66,6 +67,12 @@ def browser_type_launch_args(browser_type_launch_args):
         "args": ["--no-sandbox", "--disable-gpu", "--headless=new", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
     }
+
+
+@pytest.fixture
+def keys() -> tuple[KeyPair, KeyPair]:
+    """A host key pair and a client key pair, as maider makes them for each session."""
+    return new_keypair(), new_keypair()
 
 
 @pytest.fixture

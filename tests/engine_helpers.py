@@ -39,6 +39,17 @@ def drive(app: Flask, name: str, until: Callable[[Session], bool], timeout: floa
         time.sleep(0.03)
 
 
+def wait_for(predicate: Callable[[], object], timeout: float = 8.0) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
 def in_state(*states: SessionState) -> Callable[[Session], bool]:
     values = {s.value for s in states}
     return lambda session: session.status in values

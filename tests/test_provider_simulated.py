@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,25 +12,11 @@ from app.domain.cloud_init import CloudInitInputs, render_user_data
 from app.domain.vllm_env import Images, VllmSettings, render_env
 from app.providers.base import InstanceSpec, InstanceStatus, InvalidRequest, NotFound, Provider
 from app.providers.simulated import SimulatedProvider, demo_behaviour
-from app.remote import KeyPair, RemoteHost, load_private_key, load_public_key, new_keypair
+from app.remote import KeyPair, RemoteHost, load_private_key, load_public_key
 from app.simulator.vm import VmBehaviour
+from engine_helpers import wait_for
 
 API_KEY = "sk-provider-test-31"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-def keys() -> tuple[KeyPair, KeyPair]:
-    return new_keypair(), new_keypair()
 
 
 def make_spec(keys: tuple[KeyPair, KeyPair], label: str = "maider-s1",

@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,23 +15,9 @@ from app.domain import vm_contract as vc
 from app.remote import (CommandTimeout, HostKeyMismatch, KeyPair, RemoteError, RemoteHost, SshAuthError,
                         SshUnreachable, load_private_key, load_public_key, new_keypair, same_key)
 from app.simulator.vm import SimulatedVm, VmBehaviour
+from engine_helpers import wait_for
 
 SSHD = "/usr/sbin/sshd"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-def keys() -> tuple[KeyPair, KeyPair]:
-    return new_keypair(), new_keypair()
 
 
 @pytest.fixture

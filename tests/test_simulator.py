@@ -11,28 +11,14 @@ import pytest
 import yaml
 
 from app.domain import vm_contract as vc
-from app.remote import KeyPair, RemoteHost, load_private_key, load_public_key, new_keypair
+from app.remote import KeyPair, RemoteHost, load_private_key, load_public_key
 from app.simulator.fake_vllm import FakeVllmConfig, FakeVllmServer
 from app.simulator.vm import SimulatedVm, VmBehaviour, read_cloud_config, vm_from_user_data
+from engine_helpers import wait_for
 
 API_KEY = "sk-test-4f1d9a"
 ENV = (f"MODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct\nSERVED_MODEL_NAME=coder\nVLLM_API_KEY='{API_KEY}'\n"
        "VLLM_MAX_MODEL_LEN=32768\nVLLM_GPU_MEMORY_UTILIZATION=0.9\n")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-def keys() -> tuple[KeyPair, KeyPair]:
-    return new_keypair(), new_keypair()
 
 
 @pytest.fixture

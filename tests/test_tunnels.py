@@ -16,31 +16,17 @@ from app.domain import vm_contract as vc
 from app.engine.tunnels import ForwardSpec, LivenessTiming, TunnelSupervisor
 from app.remote import KeyPair, RemoteHost, load_private_key, load_public_key, new_keypair
 from app.simulator.vm import SimulatedVm, VmBehaviour
+from engine_helpers import wait_for
 
 API_KEY = "sk-tunnel-test-77"
 ENV = f"MODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct\nSERVED_MODEL_NAME=coder\nVLLM_API_KEY={API_KEY}\n"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 8.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def keys() -> tuple[KeyPair, KeyPair]:
-    return new_keypair(), new_keypair()
 
 
 @pytest.fixture
