@@ -6,9 +6,9 @@ import logging
 
 from app.domain import vm_contract as vm
 from app.engine.state import record_event, transition
-from app.engine.steps import StepContext, deadline_passed, fail_launch, poll_later
+from app.engine.steps import StepContext, connection_lost, deadline_passed, fail_launch, poll_later
 from app.models import Reason, SessionState
-from app.remote import HostKeyMismatch, RemoteError, RemoteHost
+from app.remote import RemoteError, RemoteHost
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,6 @@ def _start_stack(ctx: StepContext, remote: RemoteHost) -> None:
         record_event(ctx.session, "warning", f"starting the stack returned {result.exit_code}: "
                                              f"{(result.stderr or result.stdout).strip()[:300]}")
     transition(ctx.session, SessionState.STARTING, now=ctx.now)
-
-
-def _connection_failed(ctx: StepContext, exc: RemoteError, waiting_for: str) -> None:
-    ctx.runtime.drop_remote(ctx.session.uid)
-    if isinstance(exc, HostKeyMismatch):
-        fail_launch(ctx, Reason.HOST_KEY_MISMATCH, f"the VM's SSH host key changed ({exc}); refusing to connect")
-    else:
-        poll_later(ctx, waiting_for)
 
 
 def step_configuring(ctx: StepContext) -> None:
@@ -70,7 +62,7 @@ def step_configuring(ctx: StepContext) -> None:
             pass  # the connection may drop before the command returns: that is the reboot
         ctx.runtime.drop_remote(session.uid)
     except RemoteError as exc:
-        _connection_failed(ctx, exc, "waiting for cloud-init")
+        connection_lost(ctx, exc, "waiting for cloud-init")
 
 
 def step_rebooting(ctx: StepContext) -> None:
@@ -95,4 +87,4 @@ def step_rebooting(ctx: StepContext) -> None:
             return
         _start_stack(ctx, remote)
     except RemoteError as exc:
-        _connection_failed(ctx, exc, "waiting for the VM to come back")
+        connection_lost(ctx, exc, "waiting for the VM to come back")

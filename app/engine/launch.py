@@ -7,14 +7,14 @@ from app.config import ConfigError
 from app.domain.cloud_init import CloudInitInputs, render_user_data
 from app.domain.vllm_env import Images, render_env
 from app.engine.state import record_event, transition
-from app.engine.steps import StepContext, deadline_passed, fail_launch, poll_later, retry_after
+from app.engine.steps import StepContext, connection_lost, deadline_passed, fail_launch, poll_later, retry_after
 from app.errors import SecretResolutionError
 from app.models import Reason, SessionState
 from app.providers.base import (
     AuthError, CapacityError, InstanceSpec, InstanceStatus, InvalidRequest, OWNER_TAG, ProviderError, RateLimited,
 )
 from app.domain.vm_contract import CMD_BOOT_ID
-from app.remote import HostKeyMismatch, RemoteError, SshAuthError
+from app.remote import RemoteError, SshAuthError
 from app.engine.vllm_config import images_for, vllm_settings_for
 
 log = logging.getLogger(__name__)
@@ -101,20 +101,11 @@ def step_booting(ctx: StepContext) -> None:
     try:
         remote = ctx.remote()
         boot_id = remote.run(CMD_BOOT_ID, timeout=20).stdout.strip()
-    except HostKeyMismatch as exc:
-        ctx.runtime.drop_remote(session.uid)
-        fail_launch(ctx, Reason.HOST_KEY_MISMATCH,
-                    f"the VM presented an SSH host key that maider did not issue ({exc}); refusing to connect")
-        return
     except SshAuthError as exc:
-        log.info("session %s: SSH key not accepted yet: %s", session.name, exc)
-        ctx.runtime.drop_remote(session.uid)
-        poll_later(ctx, "waiting for the VM to accept maider's SSH key")
+        connection_lost(ctx, exc, "waiting for the VM to accept maider's SSH key")
         return
     except RemoteError as exc:
-        log.debug("session %s: SSH not up yet: %s", session.name, exc)
-        ctx.runtime.drop_remote(session.uid)
-        poll_later(ctx, "waiting for the VM to answer SSH")
+        connection_lost(ctx, exc, "waiting for the VM to answer SSH")
         return
     session.engine_state = {**(session.engine_state or {}), "boot_id": boot_id}
     record_event(session, "stage", "SSH is up; host key verified")

@@ -12,7 +12,7 @@ from app.engine.healer import heal_if_failed
 from app.engine.health import probe_ready
 from app.engine.session_tunnels import ensure_tunnel
 from app.engine.state import record_event, transition
-from app.engine.steps import StepContext, deadline_passed, fail_launch, poll_later
+from app.engine.steps import StepContext, connection_lost, deadline_passed, fail_launch, poll_later
 from app.engine.vllm_config import vllm_settings_for
 from app.models import Reason, SessionState
 from app.redaction import redact
@@ -99,9 +99,7 @@ def _wait_for_vllm(ctx: StepContext, fail) -> None:
         _note_phase(ctx, remote, log_text)
         poll_later(ctx)
     except RemoteError as exc:
-        log.info("session %s: SSH dropped: %s", session.name, exc)
-        ctx.runtime.drop_remote(session.uid)
-        poll_later(ctx, "reconnecting to the VM")
+        connection_lost(ctx, exc, "reconnecting to the VM")
 
 
 def step_starting(ctx: StepContext) -> None:
@@ -135,9 +133,7 @@ def step_switching_model(ctx: StepContext) -> None:
                 _fail_switch(ctx, f"recreating the vLLM container failed: {result.stderr.strip()[:300]}")
                 return
         except RemoteError as exc:
-            log.info("session %s: SSH dropped: %s", session.name, exc)
-            ctx.runtime.drop_remote(session.uid)
-            poll_later(ctx, "reconnecting to the VM")
+            connection_lost(ctx, exc, "reconnecting to the VM")
             return
         session.heal_attempts = 0
         session.engine_state = {**(session.engine_state or {}), "switch_applied": True, "phases": []}

@@ -1,6 +1,7 @@
 """What every provisioning step shares: its context, adaptive polling, deadlines and the launch-failure rule."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -8,9 +9,10 @@ from app.engine.identity import SessionIdentity, ensure_identity
 from app.engine.runtime import EngineRuntime
 from app.engine.state import transition
 from app.models import Reason, Session, SessionState
-from app.remote import RemoteHost
+from app.remote import HostKeyMismatch, RemoteError, RemoteHost
 
 BACKOFF_FACTOR = 1.6
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,3 +73,15 @@ def fail_launch(ctx: StepContext, reason: Reason, message: str) -> None:
         if vm_may_exist:
             message += " The VM was kept for debugging and is still billed: destroy it when you are done."
         transition(session, SessionState.FAILED, reason=reason, message=message, now=ctx.now)
+
+
+def connection_lost(ctx: StepContext, exc: RemoteError, detail: str) -> None:
+    """SSH failed mid-step: drop the connection and try again soon -- except a foreign host key during a launch,
+    which is refused for good (the VM is not the one maider made)."""
+    ctx.runtime.drop_remote(ctx.session.uid)
+    if isinstance(exc, HostKeyMismatch) and ctx.session.state.is_launching():
+        fail_launch(ctx, Reason.HOST_KEY_MISMATCH,
+                    f"the VM presented an SSH host key that maider did not issue ({exc}); refusing to connect")
+        return
+    log.info("session %s: %s (%s)", ctx.session.name, detail, exc)
+    poll_later(ctx, detail)
