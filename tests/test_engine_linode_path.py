@@ -44,3 +44,15 @@ def test_launch_to_ready_then_destroy_with_one_create_and_one_delete(app, linode
         kinds = [e.message for e in db.session.get(Session, gone.id).events if e.kind == "state"]
     assert kinds[0].startswith("Requested → Creating VM") and kinds[-1].startswith("Destroying → Destroyed")
     assert "Rebooting" in " ".join(kinds)  # the fresh VM needed a reboot for its driver
+
+
+def test_launch_without_a_plan_takes_the_cheapest_that_fits(app, linode_world):
+    workdir = linode_world["workdir"]
+    (workdir / ".env").write_text("REGION=us-ord\nMODEL_ID=Qwen/Qwen2.5-Coder-32B-Instruct-AWQ\n"
+                                  "VLLM_MAX_MODEL_LEN=32768\n")
+    launch(app, "auto-plan", workdir)
+    with app.app_context():
+        session = sessions_service.get_session("auto-plan")
+        assert session.plan == "g2-gpu-rtx4000a2-s" and session.gpus == 2  # one 20 GB GPU is too small at 32K
+        assert session.vllm_config["tensor_parallel_size"] == 2
+        assert session.hourly_price == pytest.approx(1.05)

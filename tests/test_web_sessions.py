@@ -477,3 +477,9 @@ def test_api_key_in_the_vllm_log_is_masked(client, ctx):
         assert key not in body
         assert "hf_aaaa" not in body
         assert "non-default args" in body and "[redacted]" in body
+
+
+def test_launch_area_shows_the_hourly_rate_before_anything_is_created(app, client):
+    app.config["MAIDER_DEMO"] = True
+    html = client.get("/").get_data(as_text=True)
+    assert "$0.52/h" in html and "what a real VM would cost" in html

@@ -114,6 +114,7 @@ class SimulatedProvider:
     """A cloud whose VMs run on this laptop (see the Provider contract in ``app.providers.base``)."""
 
     name = "simulated"
+    catalog_is_local = True  # listing plans costs no API call
 
     def __init__(self, home: Path, behaviour_for: Callable[[InstanceSpec], VmBehaviour] | None = None) -> None:
         self.home = Path(home)

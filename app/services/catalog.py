@@ -56,14 +56,20 @@ def _plan_to_json(plan: GpuPlan) -> dict[str, Any]:
 
 
 def list_plans(provider: Provider, home: Path, region: str | None = None, refresh: bool = False,
-               now: float | None = None) -> list[GpuPlan]:
-    """GPU plans (priced for ``region`` when given), sorted by price; from the cache unless stale or ``refresh``."""
+               now: float | None = None, cache_only: bool = False) -> list[GpuPlan]:
+    """GPU plans (priced for ``region`` when given), sorted by price; from the cache unless stale or ``refresh``.
+
+    ``cache_only`` never calls a remote API (for page renders): it answers [] when nothing is cached, unless the
+    provider's catalog is local anyway (``catalog_is_local``).
+    """
     now = time.time() if now is None else now
     path = _cache_path(home, provider, "plans")
     cache = None if refresh else _read_cache(path, now)
     key = region or "*"
     if cache is not None and key in cache.get("plans", {}):
         return [_plan_from_json(dict(p)) for p in cache["plans"][key]]
+    if cache_only and not getattr(provider, "catalog_is_local", False):
+        return []
     plans = sorted(provider.gpu_plans(region), key=lambda p: (p.hourly_price or float("inf"), p.id))
     payload = cache if cache is not None else {"fetched_at": now, "plans": {}}
     payload["plans"][key] = [_plan_to_json(p) for p in plans]
@@ -90,3 +96,11 @@ def clear_cache(home: Path) -> bool:
         path.unlink(missing_ok=True)
         removed = True
     return removed
+
+
+def quoted_price(provider: Provider, home: Path, plan_id: str, region: str | None) -> float | None:
+    """The plan's $/h in the region from what is cached (no API call); None when unknown."""
+    for plan in list_plans(provider, home, region, cache_only=True):
+        if plan.id == plan_id:
+            return plan.hourly_price or None
+    return None

@@ -142,6 +142,29 @@ def _effective_settings(request: LaunchRequest, demo: bool) -> Settings:
     return replace(settings, **overrides)
 
 
+def quote_hourly_price(workdir: str, plan: str | None, region: str | None, *, demo: bool) -> float | None:
+    """What the launch would cost per hour, from the cached catalog (never an API call from a page)."""
+    from flask import current_app
+
+    from app.engine.runtime import runtime
+    from app.services import catalog as catalog_service
+
+    if not plan:
+        return None
+    engine = runtime(current_app._get_current_object())
+    provider_name = "simulated" if demo else load_settings(workdir).provider
+    return catalog_service.quoted_price(engine.provider(provider_name, workdir), engine.home, plan, region)
+
+
+def _with_cheapest_plan(settings: Settings, report) -> Settings:
+    """No plan chosen: take the cheapest plan in the region that fits the model at the asked context."""
+    for recommendation in report.recommendations:
+        regions = recommendation.plan.regions
+        if not regions or settings.region in regions:
+            return replace(settings, plan=recommendation.plan.id)
+    return settings
+
+
 def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, provider=None) -> Session:
     """Validate the request (config, plan in region, model fits) and queue the launch; no VM exists yet."""
     from flask import current_app
@@ -160,6 +183,8 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
         raise UserError(f"a session named '{name}' already exists ({existing.state.label}); pick another name "
                         f"or destroy it first")
     provider = provider or runtime(current_app._get_current_object()).provider(settings.provider, request.workdir)
+    if settings.plan is None and settings.region and settings.model_id:
+        settings = _with_cheapest_plan(settings, validate_launch(settings, provider, home))
     report = validate_launch(settings, provider, home)
     if not report.ok:
         raise UserError("cannot launch: " + "; ".join(str(p) for p in report.problems))

@@ -296,6 +296,7 @@ class LaunchContext:
     max_model_len: int
     missing: tuple[str, ...]  # settings a real launch needs and the project lacks
     problems: tuple[str, ...]  # settings that could not be read
+    hourly_price: float | None = None  # from the cached catalog; None when not known yet
 
     @property
     def ready(self) -> bool:
@@ -316,4 +317,6 @@ def launch_context(workdir: str, demo: bool) -> LaunchContext:
         missing += ("Linode token (LINODE_TOKEN)",)
     problems = tuple(str(p) for p in settings.problems)
     defaults = demo and not (settings.model_id and settings.region)
-    return LaunchContext(workdir, demo, defaults, model, plan, region, settings.max_model_len, missing, problems)
+    price = sessions_service.quote_hourly_price(workdir, plan, region, demo=demo)
+    return LaunchContext(workdir, demo, defaults, model, plan, region, settings.max_model_len, missing, problems,
+                         price)
