@@ -107,3 +107,30 @@ def test_settings_page_names_sources_but_never_values(client, tmp_path):
     html = client.get("/settings/").get_data(as_text=True)
     assert "planted-secret-xyz" not in html
     assert ".env.secrets" in html and "found" in html
+
+
+def test_plan_cache_survives_concurrent_writers(tmp_path):
+    """Many panel threads may fill the catalog cache at once; none may fail or leave a broken file."""
+    import threading
+
+    from app.providers.simulated import SimulatedProvider
+    from app.services import catalog
+
+    provider = SimulatedProvider(tmp_path)
+    errors: list[BaseException] = []
+
+    def fill(region):
+        try:
+            for _ in range(20):
+                catalog.list_plans(provider, tmp_path, region, refresh=True)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fill, args=(r,)) for r in ("us-ord", "us-east", None, "fr-par")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert catalog.list_plans(provider, tmp_path, "us-ord", cache_only=True)
+    assert not list((tmp_path / "cache").glob("*.tmp"))

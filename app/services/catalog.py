@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict
 from datetime import timedelta
@@ -35,10 +36,12 @@ def _read_cache(path: Path, now: float) -> dict[str, Any] | None:
 
 
 def _write_cache(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic, and safe when several threads write at once: each writes its own temporary file, then renames."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(payload))
+    os.replace(tmp, path)  # a concurrent reader never sees half a file
 
 
 def _plan_from_json(raw: dict[str, Any]) -> GpuPlan:
