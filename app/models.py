@@ -187,6 +187,16 @@ class Session(db.Model):
         return f"<Session {self.id} {self.name} {self.status}>"
 
 
+def vm_may_bill_clause():
+    """SQL: sessions whose VM may exist at the provider and bill -- every session not confirmed gone, once a VM
+    was (or may have been) asked for. The watchdog's budget and lifetime limits apply to all of them."""
+    return sa.and_(
+        Session.destroyed_at.is_(None),
+        Session.status.notin_([SessionState.REQUESTED.value, SessionState.DESTROYED.value]),
+        sa.or_(Session.status != SessionState.FAILED.value, Session.instance_id.is_not(None)),
+    )
+
+
 class Event(db.Model):
     """One thing that happened to a session: a state change, a stage, a heal, a user action."""
 

@@ -139,8 +139,7 @@ def test_cleanup_keeps_sessions_when_the_api_is_unreachable(app, linode_world):
     with app.app_context():
         session = make_session(instance_id="999999")
         api.fail("GET", r"/v4/linode/instances/999999", 503, times=100)
-        result = cleanup_service.cleanup(Path(app.config["MAIDER_HOME"]),
-                                         provider_factory=app.config["MAIDER_PROVIDER_FACTORY"])
+        result = cleanup_service.cleanup(Path(app.config["MAIDER_HOME"]))
         assert result.removed == [] and "could not ask the provider" in result.kept[0][1]
         assert db.session.get(Session, session.id).destroyed_at is None
 
@@ -148,12 +147,53 @@ def test_cleanup_keeps_sessions_when_the_api_is_unreachable(app, linode_world):
 def test_cleanup_removes_a_session_only_on_a_404_and_force_needs_a_name(app, linode_world):
     with app.app_context():
         session = make_session(instance_id="424242")
-        result = cleanup_service.cleanup(Path(app.config["MAIDER_HOME"]),
-                                         provider_factory=app.config["MAIDER_PROVIDER_FACTORY"])
-        assert result.removed == [session.name]
-        assert db.session.get(Session, session.id).state == SessionState.DESTROYED
+        name, session_id = session.name, session.id
+        result = cleanup_service.cleanup(Path(app.config["MAIDER_HOME"]))
+        assert result.removed == [name]
+        assert db.session.get(Session, session_id).state == SessionState.DESTROYING
+    gone = drive(app, name, in_state(SessionState.DESTROYED))
+    assert gone.status_reason == "vanished"
+    with app.app_context():
         with pytest.raises(Exception, match="--force needs --session"):
             cleanup_service.cleanup(Path(app.config["MAIDER_HOME"]), force=True)
+
+
+def test_forced_cleanup_forgets_one_session_and_its_keys(app, linode_world):
+    from app.engine.identity import ensure_identity, identity_dir
+
+    home = Path(app.config["MAIDER_HOME"])
+    with app.app_context():
+        session = make_session(instance_id="31337")
+        name, uid = session.name, session.uid
+        ensure_identity(home, uid)
+        result = cleanup_service.cleanup(home, session_name=name, force=True, actor="carol")
+        assert result.removed == [name]
+        forgotten = sessions_service.get_session(name)
+        assert forgotten.state == SessionState.DESTROYED and forgotten.status_reason == "forced_cleanup"
+        assert forgotten.events[-1].actor == "carol"
+    assert not identity_dir(home, uid).exists()
+
+
+def test_a_vm_outliving_its_destroyed_session_shows_as_an_orphan(app, linode_world):
+    api = linode_world["api"]
+    survivor = api.add_instance("maider-0ld5e55i0n00", tags=["maider"])
+    with app.app_context():
+        make_session(label="maider-0ld5e55i0n00", instance_id=str(survivor["id"]), status="destroyed",
+                     destroyed_at=utcnow())
+        reconcile.run_once(app)
+        assert [o.instance_id for o in cleanup_service.orphans()] == [str(survivor["id"])]
+
+
+def test_budget_applies_to_a_failed_session_whose_vm_was_kept(app):
+    from app.engine.runtime import runtime
+
+    with app.app_context():
+        kept = make_session(status="failed", budget_usd=0.5, max_lifetime_hours=0)
+        watchdog.run_once(app)
+        db.session.refresh(kept)
+        assert kept.destroy_requested_at is not None
+        assert kept.engine_state["destroy_reason"] == "budget_exceeded"
+    runtime(app).close()
 
 
 def test_api_needs_the_bearer_token(app, client):

@@ -11,12 +11,12 @@ import logging
 import sqlalchemy as sa
 from flask import Flask
 
-from app.engine.claims import release, try_claim
+from app.engine.claims import claimed
 from app.engine.runtime import runtime
 from app.engine.state import record_event, transition
 from app.extensions import db
 from app.models import OrphanInstance, Reason, Session, SessionState
-from app.providers.base import NotFound, ProviderError
+from app.providers.base import AuthError, InstanceStatus, NotFound, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +56,21 @@ def reconcile_provider(app: Flask, provider_name: str, workdir: str) -> None:
     try:
         instances = provider.list_owned()
     except ProviderError as exc:
+        if isinstance(exc, AuthError):
+            engine.forget_provider(provider_name, workdir)
         log.info("reconcile: cannot list %s instances: %s", provider_name, exc)
         return
     now = engine.clock()
     listed = {instance.id: instance for instance in instances}
-    known_labels = set(db.session.scalars(sa.select(Session.label).where(Session.provider == provider_name)))
-    known_ids = set(db.session.scalars(sa.select(Session.instance_id).where(Session.provider == provider_name,
-                                                                             Session.instance_id.is_not(None))))
+    # Only sessions not confirmed gone own a VM: one listed for a destroyed session (a forced cleanup that was
+    # wrong, a create that landed after its session ended) is an orphan and must be shown.
+    owners = sa.and_(Session.provider == provider_name, Session.destroyed_at.is_(None))
+    known_labels = set(db.session.scalars(sa.select(Session.label).where(owners)))
+    known_ids = set(db.session.scalars(sa.select(Session.instance_id).where(owners, Session.instance_id.is_not(None))))
     existing = {o.instance_id: o for o in db.session.scalars(
         sa.select(OrphanInstance).where(OrphanInstance.provider == provider_name))}
     for instance in instances:
-        if instance.label in known_labels or instance.id in known_ids:
+        if instance.label in known_labels or instance.id in known_ids or instance.status == InstanceStatus.DELETING:
             continue
         orphan = existing.get(instance.id)
         if orphan is None:
@@ -86,17 +90,9 @@ def reconcile_provider(app: Flask, provider_name: str, workdir: str) -> None:
                SessionState.SWITCHING_MODEL.value]
     for session_id in list(db.session.scalars(sa.select(Session.id).where(
             Session.provider == provider_name, Session.status.in_(watched), Session.instance_id.is_not(None)))):
-        session = db.session.get(Session, session_id)
-        if session.instance_id in listed:
-            continue
-        token = try_claim(session_id, engine.clock())
-        if token is None:
-            continue
-        try:
-            _vanished(app, session)
-            db.session.commit()
-        finally:
-            release(session_id, token, engine.clock())
+        with claimed(session_id, engine.clock) as session:
+            if session is not None and session.instance_id not in listed:
+                _vanished(app, session)
 
 
 def run_once(app: Flask) -> int:

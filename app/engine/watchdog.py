@@ -18,7 +18,7 @@ from app.engine.claims import for_each_claimed
 from app.engine.runtime import runtime
 from app.engine.state import record_event
 from app.extensions import db
-from app.models import Session, SessionState
+from app.models import Session, SessionState, vm_may_bill_clause
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,11 @@ def check_session(session: Session, now, warning: timedelta) -> None:
 
 
 def run_once(app: Flask) -> int:
-    """Check every session whose VM may be billing."""
+    """Check every session whose VM may be billing -- failed ones with a kept VM included."""
     engine = runtime(app)
     warning = timedelta(minutes=int(app.config.get("MAIDER_WATCHDOG_WARNING_MINUTES", 5)))
-    live = [SessionState.READY.value, SessionState.STARTING.value, SessionState.SWITCHING_MODEL.value,
-            SessionState.CONFIGURING.value, SessionState.BOOTING.value, SessionState.REBOOTING.value]
-    ids = list(db.session.scalars(sa.select(Session.id).where(Session.status.in_(live),
-                                                              Session.destroy_requested_at.is_(None))))
+    ids = list(db.session.scalars(sa.select(Session.id).where(
+        vm_may_bill_clause(), Session.status != SessionState.DESTROYING.value,
+        Session.destroy_requested_at.is_(None))))
     return for_each_claimed(ids, engine.clock, lambda session: check_session(session, engine.clock(), warning),
                             "watchdog")
