@@ -25,6 +25,7 @@ from app.errors import ConfigError, SecretResolutionError
 from app.redaction import register_secret
 
 DEFAULT_PORT = 8765
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})  # the only hosts the panel serves
 ENV_FILE = ".env"
 SECRETS_FILE = ".env.secrets"
 OP_TIMEOUT_S = 20
@@ -40,6 +41,8 @@ class Secret:
         self._value = value
         self.variable = variable
         self.source = source  # human description of where it came from, e.g. ".env.secrets"
+        if not self.is_reference:
+            register_secret(value)  # masked in logs from the moment it is read, not only once used
 
     @property
     def is_reference(self) -> bool:

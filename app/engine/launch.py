@@ -53,6 +53,7 @@ def step_creating(ctx: StepContext) -> None:
         fail_launch(ctx, Reason.LAUNCH_FAILED, str(exc))
         return
     except AuthError as exc:
+        ctx.runtime.forget_provider(session.provider, session.workdir)
         fail_launch(ctx, Reason.AUTH_ERROR, str(exc))
         return
     except CapacityError as exc:

@@ -85,6 +85,11 @@ class EngineRuntime:
                 self._providers[key] = self._provider_factory(name, load_settings(workdir), self.home)
             return self._providers[key]
 
+    def forget_provider(self, name: str, workdir: str | None) -> None:
+        """Drop a cached provider after its credentials were refused, so a corrected token is read next time."""
+        with self._lock:
+            self._providers.pop((name, workdir or self.app.config["MAIDER_WORKDIR"]), None)
+
     def remote(self, uid: str, host: str, port: int, host_public: str, client_private: str) -> RemoteHost:
         """The VM's one shared SSH connection (host key pinned), connected; reconnects when it died.
 

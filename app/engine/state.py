@@ -20,10 +20,22 @@ log = logging.getLogger(__name__)
 _NEEDS_REASON = frozenset({SessionState.FAILED, SessionState.DESTROYING, SessionState.DESTROYED})
 
 
+def _redact_values(value: Any) -> Any:
+    """Mask secrets in every string of an event's detail (log tails and evidence lines come from the VM)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_values(item) for item in value]
+    return value
+
+
 def record_event(session: Session | None, kind: str, message: str, *, actor: str = "maider",
                  at: datetime | None = None, **detail: Any) -> Event:
     """Add an event to the current transaction (the caller commits)."""
-    event = Event(session=session, kind=kind, message=redact(message), actor=actor, at=at or utcnow(), detail=detail)
+    event = Event(session=session, kind=kind, message=redact(message), actor=actor, at=at or utcnow(),
+                  detail=_redact_values(detail))
     db.session.add(event)
     return event
 

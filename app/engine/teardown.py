@@ -66,10 +66,9 @@ def step_destroying(ctx: StepContext) -> None:
                 session.next_attempt_at = ctx.now + timedelta(seconds=min(2 ** session.destroy_attempts, 30))
                 session.stage_detail = "waiting for the provider to finish deleting"
                 return
-    except AuthError as exc:
-        _retry(ctx, exc)
-        return
     except ProviderError as exc:
+        if isinstance(exc, AuthError):  # the user may fix the token while we retry: read it again next time
+            ctx.runtime.forget_provider(session.provider, session.workdir)
         _retry(ctx, exc)
         return
     session.destroyed_at = session.destroyed_at or ctx.now
