@@ -354,3 +354,13 @@ def test_an_unreachable_api_is_a_transient_error(api: FakeLinodeApi, sleeps: lis
 def test_a_custom_ssh_port_is_reported(api: FakeLinodeApi) -> None:
     provider = LinodeProvider(api.token, api.base_url, ssh_port=2222)
     assert provider.create(_spec()).ssh_port == 2222
+
+
+def test_retry_after_as_an_http_date_with_unknown_zone_is_read_as_utc():
+    import requests
+
+    from app.providers.linode import _retry_after_seconds
+
+    response = requests.Response()
+    response.headers["Retry-After"] = "Wed, 21 Oct 2015 07:28:00 -0000"  # in the past: retry now
+    assert _retry_after_seconds(response) == 0.0

@@ -9,8 +9,7 @@ import sys
 
 import click
 
-from app.config import DEFAULT_PORT, default_home, load_settings
-from app.web.security import LOOPBACK_HOSTS
+from app.config import DEFAULT_PORT, LOOPBACK_HOSTS, default_home, load_settings
 
 log = logging.getLogger(__name__)
 PORT_SEARCH_SPAN = 50

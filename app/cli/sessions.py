@@ -6,12 +6,14 @@ import os
 import shutil
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from app.cli.client import MaiderClient, connect, resolve_name, set_current_session
 from app.domain.aider import aider_command
+from app.files import write_private
 from app.domain.cost import format_duration, format_money
 from datetime import timedelta
 
@@ -27,19 +29,13 @@ def _runtime(seconds: int) -> str:
     return format_duration(timedelta(seconds=seconds))
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-
-
 def write_aider_files(client: MaiderClient, name: str, directory: Path) -> tuple[Path, Path, dict[str, Any]]:
     """Fetch the hand-off from the server and write .aider-env and the metadata file where the user works."""
     handoff = client.get(f"/sessions/{name}/aider")
     env_path = directory / handoff["env_filename"]
     meta_path = directory / handoff["metadata_filename"]
-    _write_private(env_path, handoff["env_file"])
-    _write_private(meta_path, json.dumps(handoff["metadata"], indent=2) + "\n")
+    write_private(env_path, handoff["env_file"])
+    write_private(meta_path, json.dumps(handoff["metadata"], indent=2) + "\n")
     return env_path, meta_path, handoff
 
 
@@ -48,8 +44,11 @@ def _last_event_id(client: MaiderClient, name: str) -> int:
     return events[-1]["id"] if events else 0
 
 
-def _follow(client: MaiderClient, name: str, until: set[str], after: int = 0) -> dict[str, Any]:
-    """Print each event after ``after`` until the session reaches one of ``until``; return the final session."""
+def _follow(client: MaiderClient, name: str, until: set[str] | Callable[[dict[str, Any]], bool],
+            after: int = 0) -> dict[str, Any]:
+    """Print each event after ``after`` until the session reaches one of ``until`` (states, or a predicate on the
+    session); return the final session."""
+    done = until if callable(until) else (lambda s: s["status"] in until)
     started = time.monotonic()
     while True:
         for event in client.get(f"/sessions/{name}/events", after=after)["events"]:
@@ -58,7 +57,7 @@ def _follow(client: MaiderClient, name: str, until: set[str], after: int = 0) ->
                 elapsed = _runtime(int(time.monotonic() - started))
                 click.echo(f"  [{elapsed:>7}] {event['message']}")
         session = client.get(f"/sessions/{name}")
-        if session["status"] in until:
+        if done(session):
             return session
         time.sleep(POLL_S)
 
@@ -137,7 +136,8 @@ def down(name, force, no_wait) -> None:
     if no_wait:
         return
     try:
-        session = _follow(client, name, {"destroyed", "failed"}, after)
+        # confirmed deleted, not merely "failed": a failed session may still have its VM
+        session = _follow(client, name, lambda s: s["destroyed_at"] is not None, after)
     except KeyboardInterrupt:
         raise click.ClickException(f"stopped watching; the server keeps destroying {name}") from None
     click.echo("")

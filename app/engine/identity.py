@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.files import write_private
 from app.redaction import register_secret
 from app.remote import new_keypair
 
@@ -36,12 +37,6 @@ def identity_dir(home: Path, uid: str) -> Path:
     return Path(home) / SESSIONS_DIR / uid
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-
-
 def ensure_identity(home: Path, uid: str) -> SessionIdentity:
     """Create the session's keys once; later calls (a resumed launch) return the same ones."""
     folder = identity_dir(home, uid)
@@ -56,7 +51,7 @@ def ensure_identity(home: Path, uid: str) -> SessionIdentity:
         "api_key": "sk-maider-" + secrets.token_urlsafe(24), "webui_secret": secrets.token_urlsafe(32),
     }
     for name, text in values.items():
-        _write_private(folder / name, text)
+        write_private(folder / name, text)
     return load_identity(home, uid)
 
 

@@ -59,13 +59,7 @@ def _check(app: Flask, session: Session) -> None:
     now = engine.clock()
     identity = ensure_identity(engine.home, session.uid)
     before = session.tunnel_state
-    try:
-        ensure_tunnel(engine, session, identity)
-    except RemoteError as exc:
-        session.tunnel_state = "down"
-        if before != "down":
-            record_event(session, "tunnel", f"tunnel down: {type(exc).__name__}; retrying")
-        return
+    ensure_tunnel(engine, session, identity)  # never raises: SSH failures show in the tunnel's status
     status = engine.tunnels.status(session.uid)
     if status is not None:
         session.tunnel_state = status.state

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.config import load_settings
-from app.engine.state import record_event
+from flask import current_app
+
+from app.engine.claims import claimed
+from app.engine.identity import remove_identity
+from app.engine.runtime import runtime
+from app.engine.state import record_event, transition
 from app.errors import NotFoundError, UserError
 from app.extensions import db
-from app.models import OrphanInstance, Reason, Session, SessionState
-from app.providers import get_provider
+from app.models import OrphanInstance, Reason, Session, SessionState, utcnow
 from app.providers.base import NotFound, ProviderError
 from app.services import sessions as sessions_service
 
@@ -26,8 +29,8 @@ class CleanupResult:
     kept: list[tuple[str, str]]  # (session, why it was kept)
 
 
-def cleanup(home: Path, *, session_name: str | None = None, force: bool = False, actor: str = "local",
-            provider_factory=get_provider) -> CleanupResult:
+def cleanup(home: Path, *, session_name: str | None = None, force: bool = False,
+            actor: str = "local") -> CleanupResult:
     """Forget sessions whose VMs are gone; with ``force`` and a name, trust the user that it was deleted by hand."""
     if force and not session_name:
         raise UserError("--force needs --session NAME: maider never forgets every VM at once")
@@ -35,35 +38,54 @@ def cleanup(home: Path, *, session_name: str | None = None, force: bool = False,
         candidates = [sessions_service.get_session(session_name)]
     else:
         candidates = [s for s in sessions_service.live_sessions()
-                      if s.destroyed_at is None and s.state not in (SessionState.DESTROYING,)]
+                      if s.destroyed_at is None and s.state != SessionState.DESTROYING]
+    engine = runtime(current_app._get_current_object())
     removed: list[str] = []
     kept: list[tuple[str, str]] = []
-    for session in candidates:
-        if session.destroyed_at is not None:
-            kept.append((session.name, "already destroyed"))
-            continue
-        if force:
-            sessions_service.mark_gone(session, Reason.FORCED_CLEANUP,
-                                       f"removed from maider's books by {actor} (--force): VM deleted by hand", actor)
-            removed.append(session.name)
-            continue
-        if session.instance_id is None:
-            kept.append((session.name, "no VM id yet (still launching)"))
-            continue
-        settings = load_settings(session.workdir) if session.workdir else load_settings()
-        try:
-            provider_factory(session.provider, settings, home).get(session.instance_id)
-        except NotFound:
-            sessions_service.mark_gone(session, Reason.VANISHED,
-                                       f"the provider confirmed VM {session.instance_id} no longer exists", actor)
-            removed.append(session.name)
-            continue
-        except ProviderError as exc:
-            kept.append((session.name, f"could not ask the provider ({exc}); kept"))
-            continue
-        kept.append((session.name, "VM still exists"))
-    db.session.commit()
+    for candidate in candidates:
+        name = candidate.name
+        with claimed(candidate.id, engine.clock) as session:
+            if session is None:
+                kept.append((name, "a worker is acting on it right now; try again in a moment"))
+            elif session.destroyed_at is not None:
+                kept.append((name, "already destroyed"))
+            elif force:
+                _forget_deleted_by_hand(engine, session, actor)
+                removed.append(name)
+            elif session.instance_id is None:
+                kept.append((name, "no VM id yet (still launching)"))
+            else:
+                why = _check_gone(engine, session, actor)
+                (kept.append((name, why)) if why else removed.append(name))
     return CleanupResult(removed, kept)
+
+
+def _check_gone(engine, session: Session, actor: str) -> str | None:
+    """Ask the provider; on a 404 hand the session to the destroy step (which confirms and cleans up)."""
+    try:
+        engine.provider_for(session).get(session.instance_id or "")
+    except NotFound:
+        transition(session, SessionState.DESTROYING, reason=Reason.VANISHED, actor=actor,
+                   message=f"the provider confirmed VM {session.instance_id} no longer exists")
+        return None
+    except ProviderError as exc:
+        return f"could not ask the provider ({exc}); kept"
+    return "VM still exists"
+
+
+def _forget_deleted_by_hand(engine, session: Session, actor: str) -> None:
+    """The user deleted the VM outside maider: close its tunnels, forget its keys and mark it gone."""
+    engine.tunnels.close(session.uid)
+    engine.drop_remote(session.uid)
+    remove_identity(engine.home, session.uid)
+    message = f"removed from maider's books by {actor} (--force): VM deleted by hand"
+    session.destroyed_at = utcnow()
+    session.tunnel_state = "down"
+    if session.state not in (SessionState.DESTROYED, SessionState.FAILED):
+        if session.state != SessionState.DESTROYING:
+            transition(session, SessionState.DESTROYING, reason=Reason.FORCED_CLEANUP, message=message, actor=actor)
+        transition(session, SessionState.DESTROYED, reason=Reason.FORCED_CLEANUP, message=message, actor=actor)
+    record_event(session, "action", message, actor=actor)
 
 
 def _orphan(orphan_id: int) -> OrphanInstance:

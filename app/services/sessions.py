@@ -15,10 +15,11 @@ import sqlalchemy as sa
 
 from app.config import Settings, load_settings
 from app.domain.cost import accrued_cost, runtime
+from app.engine.claims import claimed
 from app.engine.state import record_event, transition
 from app.errors import NotFoundError, UserError
 from app.extensions import db
-from app.models import OrphanInstance, Reason, Session, SessionState, utcnow
+from app.models import OrphanInstance, Session, SessionState, utcnow
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 # In demo mode a launch works with no configuration at all.
@@ -246,8 +247,7 @@ def switch_model(name: str, model_id: str, *, home: Path, max_model_len: int | N
                  tensor_parallel_size: int | None = None, actor: str = "local") -> Session:
     """Check the new model fits this VM, then queue the switch (only the vLLM container is recreated)."""
     session = get_session(name)
-    vm_kept = session.state == SessionState.FAILED and session.destroyed_at is None and session.instance_id
-    if session.state != SessionState.READY and not vm_kept:
+    if not _can_switch(session):
         raise UserError(f"session '{name}' is {session.state.label.lower()}; switch models once it is ready")
     config = dict(session.vllm_config or {})
     context = max_model_len or int(config.get("max_model_len", 32768))
@@ -256,15 +256,25 @@ def switch_model(name: str, model_id: str, *, home: Path, max_model_len: int | N
     fit = _check_switch_fit(session, model_id, context, tp, settings, home)
     config.update({"max_model_len": context, "tensor_parallel_size": tp,
                    "dtype": (fit.dtype_flag or "auto") if fit is not None else "auto", "enforce_eager": False})
-    previous = session.model_id
-    session.model_id = model_id
-    session.vllm_config = config
-    session.engine_state = {**(session.engine_state or {}), "switch_applied": False}
-    transition(session, SessionState.SWITCHING_MODEL, actor=actor, message=f"{previous} → {model_id}")
-    record_event(session, "action", f"switch model requested: {previous} → {model_id} at {context:,} tokens",
-                 actor=actor)
-    db.session.commit()
-    return session
+    session_id = session.id
+    db.session.rollback()  # the fit check read; the change itself is made under the session's lease
+    with claimed(session_id, utcnow) as held:
+        if held is None or not _can_switch(held):
+            raise UserError(f"session '{name}' is busy (maider is checking or changing it); try again in a moment")
+        previous = held.model_id
+        held.model_id = model_id
+        held.vllm_config = config
+        held.engine_state = {**(held.engine_state or {}), "switch_applied": False}
+        transition(held, SessionState.SWITCHING_MODEL, actor=actor, message=f"{previous} → {model_id}")
+        record_event(held, "action", f"switch model requested: {previous} → {model_id} at {context:,} tokens",
+                     actor=actor)
+    return db.session.get(Session, session_id)
+
+
+def _can_switch(session: Session) -> bool:
+    """Ready, or failed with its VM kept (a failed switch leaves the VM up for another try)."""
+    vm_kept = session.state == SessionState.FAILED and session.destroyed_at is None and session.instance_id
+    return session.state == SessionState.READY or bool(vm_kept)
 
 
 def _check_switch_fit(session: Session, model_id: str, context: int, tp: int, settings: Settings, home: Path):
@@ -297,13 +307,3 @@ def events_for(session: Session, after_id: int = 0, limit: int = 500):
 
     return list(db.session.scalars(sa.select(Event).where(Event.session_id == session.id, Event.id > after_id)
                                    .order_by(Event.id).limit(limit)))
-
-
-def mark_gone(session: Session, reason: Reason, message: str, actor: str) -> None:
-    """Record that the VM no longer exists (confirmed by the provider, or by the user with --force)."""
-    session.destroyed_at = session.destroyed_at or utcnow()
-    if session.state not in (SessionState.DESTROYED, SessionState.FAILED):
-        if session.state != SessionState.DESTROYING:
-            transition(session, SessionState.DESTROYING, reason=reason, message=message, actor=actor)
-        transition(session, SessionState.DESTROYED, reason=reason, message=message, actor=actor)
-    record_event(session, "action", message, actor=actor)

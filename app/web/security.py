@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 
 from flask import Flask, abort, request
+
+from app.config import LOOPBACK_HOSTS
 from werkzeug.wrappers import Response
 
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 _HOST_RE = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[^:]+)(?::(?P<port>\d{1,5}))?$")
 
 CONTENT_SECURITY_POLICY = "; ".join([
