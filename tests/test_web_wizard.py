@@ -142,11 +142,24 @@ def test_back_returns_to_the_previous_step_with_the_choice_kept(client, csrf) ->
     html = post(client, csrf, "/setup/step/region", FULL_STATE)
     assert "Where should the GPU run?" in html
     assert 'name="region" value="us-ord" checked' in html
-    assert hidden_state(html) == {k: v for k, v in FULL_STATE.items() if k != "region"}
-    html = post(client, csrf, "/setup/region", {**FULL_STATE})  # Next with the same region keeps the rest
+    shown = hidden_state(html)
+    assert shown == {**{k: v for k, v in FULL_STATE.items() if k != "region"}, "previous": "us-ord"}
+    html = post(client, csrf, "/setup/region", {**shown, "region": "us-ord"})  # Next, same region: keeps the rest
     assert hidden_state(html)["model_id"] == QWEN_32B_AWQ
     html = post(client, csrf, "/setup/step/review", {"tier": "medium"})  # not reached yet: back to the start
     assert "How capable should the model be?" in html
+
+
+def test_a_changed_answer_starts_the_later_steps_over(client, csrf) -> None:
+    html = post(client, csrf, "/setup/step/plan", FULL_STATE)  # back to the plan step, then pick a 1-GPU plan
+    shown = hidden_state(html)
+    assert shown["previous"] == "g2-gpu-rtx4000a2-s"
+    html = post(client, csrf, "/setup/plan", {**shown, "plan": "g2-gpu-rtx4000a1-s"})
+    state = hidden_state(html)
+    assert "model_id" not in state and "tp" not in state and "context" not in state
+    html = post(client, csrf, "/setup/step/tier", FULL_STATE)
+    html = post(client, csrf, "/setup/tier", {**hidden_state(html), "tier": "small"})
+    assert set(hidden_state(html)) <= {"tier", "previous"}
 
 
 def test_posts_without_the_csrf_token_are_refused(client, tmp_path: Path) -> None:

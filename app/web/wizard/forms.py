@@ -1,6 +1,8 @@
 """Wizard forms: the shape of each step's input. The rules (what fits, what is offered) live in services/wizard."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, PasswordField, RadioField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -27,6 +29,7 @@ class StateForm(FlaskForm):
     model_id = HiddenField()
     context = HiddenField()
     tp = HiddenField()
+    previous = HiddenField()  # this step's earlier answer, so a changed answer starts the later steps over
 
     def choices(self) -> wizard_service.Choices:
         return wizard_service.Choices(
@@ -34,6 +37,10 @@ class StateForm(FlaskForm):
             model_id=self.model_id.data or None, max_model_len=_int_or_none(self.context.data),
             tensor_parallel_size=_int_or_none(self.tp.data),
         )
+
+    def prior_choices(self, step: str) -> wizard_service.Choices:
+        """The choices as they stood before this submission (the step's own field at its earlier answer)."""
+        return replace(self.choices(), **{step: self.previous.data or None})
 
 
 class TierForm(StateForm):

@@ -36,7 +36,7 @@ def tier():
     """Take the capability tier; show the regions that can run it."""
     form = forms.TierForm()
     if form.validate_on_submit():
-        choices = wizard_service.choose_tier(form.choices(), form.tier.data)
+        choices = wizard_service.choose_tier(form.prior_choices("tier"), form.tier.data)
         return render_step("region", form_for("region", choices))
     return render_step("tier", form, errors=_field_errors(form))
 
@@ -47,7 +47,7 @@ def region():
     form, ctx = forms.RegionForm(), open_context()
     if form.validate_on_submit():
         try:
-            choices = wizard_service.choose_region(ctx, form.choices(), form.region.data)
+            choices = wizard_service.choose_region(ctx, form.prior_choices("region"), form.region.data)
             return render_step("plan", form_for("plan", choices), ctx)
         except wizard_service.WizardError as exc:
             return render_step("region", form, ctx, errors=_field_errors(form, exc))
@@ -60,7 +60,7 @@ def plan():
     form, ctx = forms.PlanForm(), open_context()
     if form.validate_on_submit():
         try:
-            choices = wizard_service.choose_plan(ctx, form.choices(), form.plan.data)
+            choices = wizard_service.choose_plan(ctx, form.prior_choices("plan"), form.plan.data)
             return render_step("model", form_for("model", choices), ctx)
         except wizard_service.WizardError as exc:
             return render_step("plan", form, ctx, errors=_field_errors(form, exc))
