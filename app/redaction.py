@@ -6,9 +6,17 @@ exception or a debug line (a URL with a token, a request body echoed in an error
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 MASK = "[redacted]"
+# Shapes of secrets maider may not have registered (a token echoed by a library before maider read it).
+KEY_PATTERNS = (
+    re.compile(r"sk-maider-[A-Za-z0-9_-]{8,}"),  # maider's vLLM API keys (app.engine.identity)
+    re.compile(r"(?<=['\"]api_key['\"]: ['\"])[^'\"]{6,}(?=['\"])"),  # vLLM's "non-default args" line
+    re.compile(r"(?<=--api-key[ =])\S{6,}"),
+    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face tokens
+)
 MIN_SECRET_LENGTH = 6  # shorter strings would mask ordinary words
 
 _lock = threading.Lock()
@@ -23,12 +31,14 @@ def register_secret(value: str) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` with every registered secret masked."""
+    """``text`` with every registered secret, and anything shaped like a known kind of key, masked."""
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    for pattern in KEY_PATTERNS:
+        text = pattern.sub(MASK, text)
     return text
 
 

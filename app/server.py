@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from app import create_app
@@ -17,6 +18,7 @@ from app import create_app
 log = logging.getLogger(__name__)
 SERVER_FILE = "server.json"
 LOCK_FILE = "server.lock"
+CATALOG_WARM_INTERVAL = timedelta(minutes=10)  # the cache itself lives 6 h; this only refills a stale one
 DEMO_TIMINGS = {"poll_max": 2.0}  # simulated VMs move in seconds: poll them often so the demo feels live
 
 
@@ -88,9 +90,10 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
     release_stale_leases(app)
     supervisor = None
     if start_workers:
-        from app.engine.supervisor import Supervisor
+        from app.engine.supervisor import Supervisor, default_loops
+        from app.services.catalog import warm_cache
 
-        supervisor = Supervisor(app)
+        supervisor = Supervisor(app, {**default_loops(app), "catalog": (warm_cache, CATALOG_WARM_INTERVAL)})
         supervisor.start()
     server = create_server(app, host=host, port=port, threads=threads, ident="maider")
     write_server_file(home, url, demo, api_token)

@@ -134,3 +134,17 @@ def test_plan_cache_survives_concurrent_writers(tmp_path):
     assert errors == []
     assert catalog.list_plans(provider, tmp_path, "us-ord", cache_only=True)
     assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_catalog_is_warmed_so_pages_never_wait_for_the_provider(app):
+    from app.providers.simulated import SimulatedProvider
+    from app.services import catalog
+
+    app.config["MAIDER_DEMO"] = True
+    catalog.warm_cache(app)
+    home = Path(app.config["MAIDER_HOME"])
+    cached = list((home / "cache").glob("simulated-*.json"))
+    assert {p.name for p in cached} == {"simulated-regions.json", "simulated-plans.json"}
+    provider = SimulatedProvider(home)
+    provider.catalog_is_local = False  # as a remote provider: the plans must come from the cache alone
+    assert catalog.list_plans(provider, home, cache_only=True)

@@ -38,3 +38,11 @@ def test_state_messages_and_events_are_masked_too(app):
         db.session.commit()
         assert "planted" not in session.status_message
         assert all("planted" not in e.message for e in session.events)
+
+
+def test_key_shaped_text_is_masked_even_when_never_registered():
+    from app.redaction import redact
+
+    line = "non-default args: {'model': 'm', 'api_key': 'sk-maider-unregistered123', 'x': 1} hf_abcdefghijklmnopqrstuv"
+    masked = redact(line)
+    assert "unregistered123" not in masked and "hf_abcdefghijklmnopqrstuv" not in masked and "'model': 'm'" in masked

@@ -445,6 +445,10 @@ def test_no_api_key_in_any_page(client, ctx):
     ready = make_session("ready")
     booting = make_session("booting")
     keys = [ensure_identity(home, s.uid).api_key for s in (ready, booting)]
+    # Where a key could slip in: text that came from the VM or from a library's error message.
+    record_event(ready, "error", f"vLLM said: --api-key {keys[0]} rejected", evidence=f"api_key={keys[0]}")
+    booting.status_message = f"boom: Authorization: Bearer {keys[1]}"
+    db.session.commit()
     urls = ["/", "/history/", "/sessions/list", "/sessions/totals"]
     for session in (ready, booting):
         urls += [f"/sessions/{session.name}", f"/sessions/{session.name}/card", f"/sessions/{session.name}/header"]

@@ -107,3 +107,24 @@ def quoted_price(provider: Provider, home: Path, plan_id: str, region: str | Non
         if plan.id == plan_id:
             return plan.hourly_price or None
     return None
+
+
+def warm_cache(app) -> None:
+    """Keep the configured provider's regions and plans cached, so a launch or a page never waits on the API.
+
+    Runs in the background (``maider serve``); it only calls the provider when the cache is missing or stale.
+    """
+    from app.config import load_settings
+    from app.engine.runtime import runtime
+
+    workdir = app.config["MAIDER_WORKDIR"]
+    settings = load_settings(workdir)
+    name = "simulated" if app.config.get("MAIDER_DEMO") else settings.provider
+    if name == "linode" and settings.linode_token is None:
+        return  # nothing to ask with; the settings page and the wizard say how to add a token
+    engine = runtime(app)
+    provider = engine.provider(name, workdir)
+    list_regions(provider, engine.home)
+    list_plans(provider, engine.home)
+    if settings.region:
+        list_plans(provider, engine.home, settings.region)

@@ -1,8 +1,6 @@
 """Web layer: blueprints for pages, htmx partials and the /api/v1 JSON API."""
 from __future__ import annotations
 
-import importlib.util
-
 from flask import Flask, request
 
 
@@ -18,6 +16,7 @@ def init_app(app: Flask) -> None:
     from app.web.history import bp as history_bp
     from app.web.sessions import bp as sessions_bp
     from app.web.settings import bp as settings_bp
+    from app.web.wizard import bp as wizard_bp
 
     security.init_app(app)
     filters.init_app(app)
@@ -26,15 +25,10 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(history_bp)
     app.register_blueprint(settings_bp)
     app.register_blueprint(api_bp)
-    has_wizard = importlib.util.find_spec("app.web.wizard") is not None
-    if has_wizard:
-        from app.web.wizard import bp as wizard_bp
-
-        app.register_blueprint(wizard_bp)
-    nav = [("sessions.index", "Sessions"), ("history.index", "History")]
-    nav += [("wizard.index", "Setup")] if has_wizard else []
-    nav += [("settings.index", "Settings")]
+    app.register_blueprint(wizard_bp)
+    nav = [("sessions.index", "Sessions"), ("history.index", "History"), ("wizard.index", "Setup"),
+           ("settings.index", "Settings")]
 
     @app.context_processor
     def _layout_context() -> dict[str, object]:
-        return {"demo_mode": app.config.get("MAIDER_DEMO", False), "has_wizard": has_wizard, "nav_items": nav}
+        return {"demo_mode": app.config.get("MAIDER_DEMO", False), "nav_items": nav}

@@ -138,6 +138,7 @@
   });
   document.addEventListener("htmx:responseError", function (event) {
     var xhr = event.detail.xhr;
+    if (xhr && xhr.getResponseHeader("HX-Trigger")) return;  // the server already sent its own message
     if (xhr && xhr.status >= 500 && event.detail.requestConfig && event.detail.requestConfig.verb !== "get") {
       toast("The panel hit an unexpected error; the details are in the server log.", "error", "Something went wrong");
     }

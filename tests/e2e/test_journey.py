@@ -179,10 +179,10 @@ def test_first_run_to_history(panel, browser: Browser):
     expect(card.locator("[data-testid=cost]")).not_to_have_text("$0.00")
 
     # The cost ticks without a reload, and the teammate's tab shows Ready too.
-    first = _money(card.locator("[data-testid=cost]").inner_text())
-    page.wait_for_timeout(4000)
-    second = _money(card.locator("[data-testid=cost]").inner_text())
-    assert second > first, (first, second)
+    cost = card.locator("[data-testid=cost]")
+    first_text = cost.inner_text()
+    expect(cost).not_to_have_text(first_text, timeout=15_000)  # the card's own poll brings the new figure
+    assert _money(cost.inner_text()) > _money(first_text), (first_text, cost.inner_text())
     expect(other_card.locator(".state-badge")).to_have_text("Ready", timeout=10_000)
     expect(page.locator("[data-testid=burn-rate]")).not_to_have_text("$0.00")
     _shot(page, "06-dashboard-ready")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,15 +20,13 @@ import sqlalchemy.orm  # noqa: F401  (sa.orm.defer)
 
 from app.domain.aider import AIDER_ENV_FILENAME
 from app.extensions import db
-from app.redaction import MASK, redact
+from app.redaction import redact
 from app.models import LAUNCH_STATES, Event, Session, SessionState, utcnow
 from app.services import sessions as sessions_service
 
 RECENTLY_ENDED = timedelta(minutes=15)  # ended sessions stay on the dashboard this long, so nobody misses a failure
 EVENTS_SHOWN = 200
 TOTALS_MAX_AGE = timedelta(seconds=1)  # many tabs polling the totals share one computation per second
-
-# Start-up phases recorded by the engine as "stage" events (app.domain.startup_progress), in order.
 
 
 def is_polling(session: Session) -> bool:
@@ -42,8 +39,6 @@ def is_polling(session: Session) -> bool:
     return True
 
 
-def is_ended(session: Session) -> bool:
-    return not is_polling(session)
 
 
 def launch_step(session: Session) -> tuple[int, int] | None:
@@ -75,9 +70,6 @@ def tunnel_class(state: str | None) -> str:
     return {"up": "badge-ok", "reconnecting": "badge-warn"}.get(state or "", "badge-err")
 
 
-def destroy_pending(session: Session) -> bool:
-    return session.destroy_requested_at is not None and session.state not in (SessionState.DESTROYING,
-                                                                               SessionState.DESTROYED)
 
 
 def can_destroy(session: Session) -> bool:
@@ -253,24 +245,8 @@ def metrics(session: Session) -> dict[str, Any] | None:
     return value if isinstance(value, dict) and value else None
 
 
-_KEY_PATTERNS = (
-    re.compile(r"sk-maider-[A-Za-z0-9_-]{8,}"),  # maider's vLLM API keys (app.engine.identity)
-    re.compile(r"(?<=['\"]api_key['\"]: ['\"])[^'\"]{6,}(?=['\"])"),  # vLLM's "non-default args" line
-    re.compile(r"(?<=--api-key[ =])\S{6,}"),
-    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face tokens
-)
-
-
-def safe_text(text: str) -> str:
-    """Text from the VM (logs) with every secret maider knows, and anything shaped like an API key, masked."""
-    text = redact(text)
-    for pattern in _KEY_PATTERNS:
-        text = pattern.sub(MASK, text)
-    return text
-
-
 def log_tail(session: Session) -> str:
-    return safe_text(str((session.engine_state or {}).get("log_tail") or ""))
+    return redact(str((session.engine_state or {}).get("log_tail") or ""))
 
 
 def session_by_uid(name: str, uid: str) -> Session:
