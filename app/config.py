@@ -21,6 +21,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 from app.errors import ConfigError, SecretResolutionError
 from app.redaction import register_secret
 
@@ -183,7 +184,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FIREWALL_ID": ("firewall_id", _parse_text),
     "MODEL_ID": ("model_id", _parse_text),
     "SERVED_MODEL_NAME": ("served_model_name", lambda raw: raw.strip() or "coder"),
-    "VLLM_MAX_MODEL_LEN": ("max_model_len", _parse_int(256, 10_000_000)),
+    "VLLM_MAX_MODEL_LEN": ("max_model_len", _parse_int(MIN_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS)),
     "VLLM_GPU_MEMORY_UTILIZATION": ("gpu_memory_utilization", _parse_float(0.1, 0.99)),
     "VLLM_MAX_NUM_SEQS": ("max_num_seqs", _parse_int(1, 1024)),
     "VLLM_TENSOR_PARALLEL_SIZE": ("tensor_parallel_size", _parse_int(1, 16)),

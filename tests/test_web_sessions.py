@@ -156,7 +156,7 @@ def test_launch_form_errors_render_next_to_fields_with_200(client, ctx):
     assert "<html" not in body
     assert re.search(r'id="launch-name-error">[^<]*lower-case letters', body)
     assert re.search(r'id="launch-model_id-error">[^<]*Hugging Face id', body)
-    assert re.search(r'id="launch-max_model_len-error">[^<]*between 1,024', body)
+    assert re.search(r'id="launch-max_model_len-error">[^<]*between 256', body)
     assert 'aria-invalid="true"' in body
     assert db.session.query(Session).count() == 0
 
@@ -373,7 +373,7 @@ def test_switch_model_form_errors_render_next_to_the_field(client, ctx):
     session = make_session("ready")
     for data, message in (({"model_id": ""}, "Enter the Hugging Face id"),
                           ({"model_id": "not a model"}, "Hugging Face id like"),
-                          ({"model_id": "Qwen/X", "max_model_len": "99"}, "between 1,024")):
+                          ({"model_id": "Qwen/X", "max_model_len": "99"}, "between 256")):
         response = client.post(f"/sessions/{session.name}/model", data=data, headers=csrf_headers(client))
         assert response.status_code == 200
         assert 'id="session-switch"' in text(response) and message in text(response)

@@ -15,9 +15,11 @@ from app.cli.client import MaiderClient, connect, resolve_name, set_current_sess
 from app.domain.aider import aider_command
 from app.files import write_private
 from app.domain.cost import format_duration, format_money
+from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 from datetime import timedelta
 
 POLL_S = 1.0
+CONTEXT_RANGE = click.IntRange(MIN_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS)
 FINAL = {"ready", "failed", "destroyed"}
 
 
@@ -79,7 +81,7 @@ def _print_ready(session: dict[str, Any], env_path: Path, meta_path: Path, hando
 @click.option("--model", "model_id", help="Hugging Face model id (default: MODEL_ID from .env).")
 @click.option("--region", help="Region (default: REGION).")
 @click.option("--plan", "--type", "plan", help="GPU plan (default: TYPE).")
-@click.option("--max-model-len", type=click.IntRange(256, None), help="Context length (default: VLLM_MAX_MODEL_LEN).")
+@click.option("--max-model-len", type=CONTEXT_RANGE, help="Context length (default: VLLM_MAX_MODEL_LEN).")
 @click.option("--launch-aider", is_flag=True, help="Start aider in this terminal once the model is ready.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep a VM whose launch failed, for debugging (still billed).")
 def up(name, model_id, region, plan, max_model_len, launch_aider, keep_on_failure) -> None:
@@ -243,7 +245,7 @@ def extend(name) -> None:
 @click.command("switch-model")
 @click.argument("model_id")
 @click.argument("name", required=False)
-@click.option("--max-model-len", type=click.IntRange(256, None), help="Context length for the new model.")
+@click.option("--max-model-len", type=CONTEXT_RANGE, help="Context length for the new model.")
 @click.option("--tensor-parallel-size", type=click.IntRange(1, 16), help="Tensor parallelism for the new model.")
 def switch_model(model_id, name, max_model_len, tensor_parallel_size) -> None:
     """Change the model on a running VM (checked to fit first; the weight cache is kept)."""

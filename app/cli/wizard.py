@@ -8,7 +8,7 @@ import click
 
 from app.config import default_home
 from app.domain.cost import format_money
-from app.domain.sizing import format_context
+from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS, format_context
 from app.services import wizard as wizard_service
 
 OTHER_MODEL = "Other Hugging Face model (type its id)"
@@ -82,7 +82,7 @@ def _choose_model(ctx: wizard_service.Context, choices: wizard_service.Choices,
             model_id, proposed = click.prompt("Hugging Face model id").strip(), None
         context = proposed
         if not yes:
-            context = click.prompt("Context length in tokens", type=click.IntRange(256, 10_000_000),
+            context = click.prompt("Context length in tokens", type=click.IntRange(MIN_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS),
                                    default=proposed, show_default=proposed is not None)
         try:
             chosen, sizing = wizard_service.choose_model(ctx, choices, model_id, context)

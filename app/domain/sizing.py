@@ -16,6 +16,8 @@ from app.domain.gpu_catalog import GpuModel
 
 GB = 1e9
 CONTEXT_STEP = 1024  # vLLM's own advice rounds --max-model-len down to a multiple of 1024
+MIN_CONTEXT_TOKENS = 256  # the bounds every context field and setting accepts; sizing then checks the model
+MAX_CONTEXT_TOKENS = 10_000_000
 # Headroom on each GPU besides weights and KV cache. vLLM profiles the activation peak of a dummy forward pass and
 # keeps memory for CUDA graphs and non-torch allocations (CUDA context, NCCL buffers); reference/vllm.md advises
 # 1–3 GiB. maider keeps a fixed 1.5 GB plus 5 % of the weights on that GPU (activations grow with model width).

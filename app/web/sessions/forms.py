@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, StringField
-from wtforms.validators import DataRequired, NumberRange, Optional, Regexp
+from wtforms import StringField
+from wtforms.validators import DataRequired, Optional, Regexp
+
+from app.web.fields import context_field
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 REGION_PATTERN = r"^[a-z]{2}-[a-z0-9-]+$"
 PLAN_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
-MIN_CONTEXT = 1024
-MAX_CONTEXT = 1_048_576
 
 
 def _strip(value: str | None) -> str | None:
@@ -35,9 +35,7 @@ class LaunchForm(_PanelForm):
         Optional(), Regexp(REGION_PATTERN, message="Use a region id like us-ord or de-fra-2.")])
     plan = StringField("GPU plan", filters=[_strip], validators=[
         Optional(), Regexp(PLAN_PATTERN, message="Use a plan id like g2-gpu-rtx4000a1-s.")])
-    max_model_len = IntegerField("Context (tokens)", validators=[
-        Optional(), NumberRange(MIN_CONTEXT, MAX_CONTEXT,
-                                message=f"Pick between {MIN_CONTEXT:,} and {MAX_CONTEXT:,} tokens.")])
+    max_model_len = context_field("Context (tokens)")
 
 
 class SwitchModelForm(_PanelForm):
@@ -46,7 +44,5 @@ class SwitchModelForm(_PanelForm):
     model_id = StringField("New model", filters=[_strip], validators=[
         DataRequired(message="Enter the Hugging Face id of the model to serve."),
         Regexp(MODEL_PATTERN, message="Use a Hugging Face id like Qwen/Qwen2.5-Coder-14B-Instruct-AWQ.")])
-    max_model_len = IntegerField("Context (tokens)", validators=[
-        Optional(), NumberRange(MIN_CONTEXT, MAX_CONTEXT,
-                                message=f"Pick between {MIN_CONTEXT:,} and {MAX_CONTEXT:,} tokens.")])
+    max_model_len = context_field("Context (tokens)")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, IntegerField, PasswordField, RadioField, StringField
+from wtforms import HiddenField, PasswordField, RadioField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
 from app.services import wizard as wizard_service
+from app.web.fields import context_field
 
 CUSTOM_MODEL = "custom"
 
@@ -60,9 +61,7 @@ class ModelForm(StateForm):
     model = RadioField("Model", validators=[InputRequired("Pick a model, or choose “Other” and type its id.")],
                        choices=[], validate_choice=False)
     custom_model_id = StringField("Hugging Face model id", validators=[Length(max=200)])
-    max_model_len = IntegerField("Context length (tokens)",
-                                 validators=[Optional(), NumberRange(256, 10_000_000,
-                                                                     "Between 256 and 10,000,000 tokens.")])
+    max_model_len = context_field("Context length (tokens)")
 
     def validate_custom_model_id(self, field: StringField) -> None:
         if self.model.data == CUSTOM_MODEL and not (field.data or "").strip():
