@@ -1,8 +1,11 @@
 """Helpers for engine tests: run the workers' ``run_once`` functions in the test thread until a condition holds."""
 from __future__ import annotations
 
+import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
@@ -69,3 +72,24 @@ def launch(app: Flask, name: str, workdir: Path, **kwargs) -> str:
     with app.app_context():
         request = sessions_service.LaunchRequest(workdir=str(workdir), name=name, **kwargs)
         return sessions_service.request_launch(request, home=Path(app.config["MAIDER_HOME"])).name
+
+
+def csrf_token(client, path: str = "/") -> str:
+    """The CSRF token a page hands the browser (its meta tag), for posting as htmx does."""
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+@contextmanager
+def serve_in_thread(app: Flask) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port for a browser; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)

@@ -2,22 +2,17 @@
 with its CSRF token but is refused without it."""
 from __future__ import annotations
 
-import threading
-
 import pytest
-from werkzeug.serving import make_server
+
+from engine_helpers import serve_in_thread
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def live_url(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 def _collect_csp_violations(page) -> list[str]:

@@ -13,6 +13,7 @@ from app.engine.identity import ensure_identity
 from app.engine.state import record_event
 from app.extensions import db
 from app.models import Event, OrphanInstance, Session, utcnow
+from engine_helpers import csrf_token
 
 HX = {"HX-Request": "true"}
 
@@ -48,9 +49,7 @@ def ctx(app):
 
 
 def csrf_headers(client) -> dict[str, str]:
-    page = client.get("/").get_data(as_text=True)
-    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-    return {**HX, "X-CSRFToken": token}
+    return {**HX, "X-CSRFToken": csrf_token(client)}
 
 
 def text(response) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from app import create_app
 from app.extensions import db
+from engine_helpers import csrf_token, serve_in_thread
 
 QWEN_32B_AWQ = "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ"
 QWEN_14B_AWQ = "Qwen/Qwen2.5-Coder-14B-Instruct-AWQ"
@@ -47,9 +48,7 @@ def client(demo_app):
 
 @pytest.fixture
 def csrf(client) -> dict[str, str]:
-    page = client.get("/setup/").get_data(as_text=True)
-    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-    return {"X-CSRFToken": token, "HX-Request": "true"}
+    return {"X-CSRFToken": csrf_token(client, "/setup/"), "HX-Request": "true"}
 
 
 def post(client, csrf, path: str, data: dict[str, str]):
@@ -228,8 +227,7 @@ def real_client(tmp_path: Path):
 
 
 def test_without_a_linode_token_the_region_step_explains_instead_of_failing(real_client) -> None:
-    page = real_client.get("/setup/").get_data(as_text=True)
-    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    token = csrf_token(real_client, "/setup/")
     response = real_client.post("/setup/tier", data={"tier": "small"},
                                 headers={"X-CSRFToken": token, "HX-Request": "true"})
     html = response.get_data(as_text=True)
@@ -248,16 +246,8 @@ def test_the_saved_choices_are_marked_so_a_rerun_shows_what_changes(client, csrf
 
 @pytest.fixture
 def live_demo_url(demo_app):
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, demo_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+    with serve_in_thread(demo_app) as url:
+        yield url
 
 
 @pytest.mark.browser
