@@ -76,10 +76,9 @@ def totals():
 def orphans():
     """Return the orphan VMs panel (204 while unchanged)."""
     found = cleanup_service.orphans()
-    version = views.version_key([o.id for o in found])
-    if _unchanged(version):
+    if _unchanged(views.orphans_version(found)):
         return "", 204
-    return render_template("sessions/_orphans.html", orphans=found, version=version, now=views.utcnow())
+    return _render_orphans(found)
 
 
 @bp.post("/sessions")
@@ -204,10 +203,12 @@ def destroy_orphan(orphan_id: int):
 
 def _orphans_changed() -> Response:
     views.forget_totals()
-    found = cleanup_service.orphans()
-    body = render_template("sessions/_orphans.html", orphans=found, version=views.version_key([o.id for o in found]),
+    return _with_trigger(_render_orphans(cleanup_service.orphans()), "sessions-changed")
+
+
+def _render_orphans(found) -> str:
+    return render_template("sessions/_orphans.html", orphans=found, version=views.orphans_version(found),
                            now=views.utcnow())
-    return _with_trigger(body, "sessions-changed")
 
 
 def _dashboard(form: LaunchForm, **extra):
@@ -215,7 +216,7 @@ def _dashboard(form: LaunchForm, **extra):
     ended = views.recently_ended(overview.now)
     return render_template("sessions/index.html", overview=overview, ended=ended, form=form, launch=_launch_context(),
                            list_v=views.list_version(overview.sessions, ended),
-                           orphans_v=views.version_key([o.id for o in overview.orphans]), **extra)
+                           orphans_v=views.orphans_version(overview.orphans), **extra)
 
 
 def _launch_context() -> views.LaunchContext:

@@ -143,12 +143,15 @@ def view(session: Session, now: datetime | None = None) -> SessionView:
     return SessionView(session, now or utcnow())
 
 
-def recently_ended(now: datetime | None = None) -> list[Session]:
+def _recently_ended_query(column, now: datetime):
     """Sessions that ended (destroyed, or failed with the VM gone) in the last few minutes, newest first."""
-    now = now or utcnow()
-    return list(db.session.scalars(
-        sa.select(Session).where(Session.destroyed_at.is_not(None), Session.destroyed_at > now - RECENTLY_ENDED)
-        .order_by(Session.destroyed_at.desc()).limit(10)))
+    return (sa.select(column).where(Session.destroyed_at.is_not(None), Session.destroyed_at > now - RECENTLY_ENDED)
+            .order_by(Session.destroyed_at.desc()).limit(10))
+
+
+def recently_ended(now: datetime | None = None) -> list[Session]:
+    """Sessions that ended in the last few minutes, so nobody misses a failure."""
+    return list(db.session.scalars(_recently_ended_query(Session, now or utcnow())))
 
 
 def dashboard(cache_key: str) -> sessions_service.Overview:
@@ -172,9 +175,7 @@ def live_list_version(now: datetime | None = None) -> str:
     now = now or utcnow()
     live = list(db.session.scalars(
         sa.select(Session.id).where(sessions_service.live_clause()).order_by(Session.id.desc())))
-    ended = list(db.session.scalars(
-        sa.select(Session.id).where(Session.destroyed_at.is_not(None), Session.destroyed_at > now - RECENTLY_ENDED)
-        .order_by(Session.destroyed_at.desc()).limit(10)))
+    ended = list(db.session.scalars(_recently_ended_query(Session.id, now)))
     return version_key(live, ended)
 
 
@@ -213,6 +214,10 @@ def version_key(*parts: Any) -> str:
     """A short stable digest of what a partial shows; the partial's poll sends it back to skip unchanged swaps."""
     raw = json.dumps(parts, default=str, sort_keys=True)
     return hashlib.blake2s(raw.encode(), digest_size=8).hexdigest()
+
+
+def orphans_version(orphans: list) -> str:
+    return version_key([o.id for o in orphans])
 
 
 def list_version(sessions: list[Session], ended: list[Session]) -> str:
