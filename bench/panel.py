@@ -79,6 +79,21 @@ def seed(count: int) -> list[str]:
     return names
 
 
+def _timed_get(client: httpx.Client, label: str, path: str, headers: dict[str, str] | None,
+               shown: dict[str, str], timings: dict[str, list[float]], lock: threading.Lock) -> None:
+    """One GET as the page would send it (the list poll sends back the version it shows), timed in ms."""
+    url = f"{path}?v={shown[path]}" if path in shown else path
+    started = time.perf_counter()
+    response = client.get(url, headers=headers)
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code not in (200, 204):
+        raise SystemExit(f"{url}: HTTP {response.status_code}")
+    if response.status_code == 200 and path.endswith("/list"):
+        shown[path] = response.text.split("v=", 1)[1].split('"', 1)[0]
+    with lock:
+        timings[label].append(elapsed)
+
+
 def poller(base: str, paths: list[str], stop: threading.Event, timings: dict[str, list[float]],
            lock: threading.Lock) -> None:
     headers = {"HX-Request": "true"}
@@ -86,16 +101,7 @@ def poller(base: str, paths: list[str], stop: threading.Event, timings: dict[str
     with httpx.Client(base_url=base, timeout=10) as client:
         while not stop.is_set():
             for label, path in paths:
-                url = f"{path}?v={shown[path]}" if path in shown else path
-                started = time.perf_counter()
-                response = client.get(url, headers=headers if label != "dashboard page" else None)
-                elapsed = (time.perf_counter() - started) * 1000
-                if response.status_code not in (200, 204):
-                    raise SystemExit(f"{url}: HTTP {response.status_code}")
-                if response.status_code == 200 and path.endswith("/list"):
-                    shown[path] = response.text.split("v=", 1)[1].split('"', 1)[0]
-                with lock:
-                    timings[label].append(elapsed)
+                _timed_get(client, label, path, headers if label != "dashboard page" else None, shown, timings, lock)
                 if stop.is_set():
                     break
 
@@ -132,16 +138,7 @@ def _connection(base: str, polls: list[tuple[str, str, float]], stop: threading.
             if wait > 0 and stop.wait(wait):
                 break
             label, path, interval = polls[index]
-            url = f"{path}?v={shown[path]}" if path in shown else path
-            started = time.perf_counter()
-            response = client.get(url, headers=headers)
-            elapsed = (time.perf_counter() - started) * 1000
-            if response.status_code not in (200, 204):
-                raise SystemExit(f"{url}: HTTP {response.status_code}")
-            if response.status_code == 200 and path.endswith("/list"):
-                shown[path] = response.text.split("v=", 1)[1].split('"', 1)[0]
-            with lock:
-                timings[label].append(elapsed)
+            _timed_get(client, label, path, headers, shown, timings, lock)
             due[index] += interval
 
 
