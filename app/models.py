@@ -53,6 +53,8 @@ class SessionState(str, enum.Enum):
         return _STATE_LABELS[self]
 
 
+_STATE_BY_VALUE = {state.value: state for state in SessionState}
+
 LAUNCH_STATES = (
     SessionState.REQUESTED, SessionState.CREATING, SessionState.BOOTING,
     SessionState.CONFIGURING, SessionState.REBOOTING, SessionState.STARTING,
@@ -175,7 +177,11 @@ class Session(db.Model):
 
     @property
     def state(self) -> SessionState:
-        return SessionState(self.status)
+        # A dict lookup, not SessionState(...): templates read this hundreds of times per dashboard render.
+        try:
+            return _STATE_BY_VALUE[self.status]
+        except KeyError:
+            raise ValueError(f"{self.status!r} is not a valid SessionState") from None
 
     @property
     def billing_started_at(self) -> datetime | None:
