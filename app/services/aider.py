@@ -1,6 +1,7 @@
 """The aider hand-off: the files and the command that connect aider to a session's tunnelled vLLM."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,13 @@ from app.models import Session, SessionState
 
 def command_for(session: Session, directory: str | None = None) -> str:
     """The copy-button command: sources .aider-env in ``directory`` (the key never appears in the page)."""
-    folder = Path(directory or session.workdir or ".")
+    return _command_in(directory or session.workdir or ".")
+
+
+@lru_cache(maxsize=64)
+def _command_in(directory: str) -> str:
+    """Depends on the folder alone, and every card on the dashboard asks for it: build it once per folder."""
+    folder = Path(directory)
     return aider_command(str(folder / AIDER_ENV_FILENAME), str(folder / METADATA_FILENAME))
 
 
