@@ -238,3 +238,98 @@ class OrphanInstance(db.Model):
     provider_created_at: Mapped[datetime | None] = mapped_column()
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Role(str, enum.Enum):
+    """What a panel user may do. Each role includes everything the roles before it may do."""
+
+    VIEWER = "viewer"  # sessions, cost, history, benchmarks
+    OPERATOR = "operator"  # also launch, switch, extend, destroy
+    ADMIN = "admin"  # also users, credentials, settings
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+_ROLE_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+class User(db.Model):
+    """Someone who may sign in to the panel. The laptop's owner is a user too (``is_owner``): it signs in through the
+    one-time URL that ``maider serve`` prints and has no password."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16), default=Role.VIEWER.value)
+    is_owner: Mapped[bool] = mapped_column(default=False)
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))  # None until the invite is accepted
+    # Bumped on removal, role change and password change: every cookie signed for an older version is void.
+    auth_version: Mapped[int] = mapped_column(default=1)
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    failed_window_started_at: Mapped[datetime | None] = mapped_column()
+    locked_until: Mapped[datetime | None] = mapped_column()
+    created_by: Mapped[str] = mapped_column(sa.String(64), default="maider")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+    invites: Mapped[list[Invite]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    @property
+    def role_enum(self) -> Role:
+        return Role(self.role)
+
+    def __repr__(self) -> str:
+        return f"<User {self.name} {self.role}>"
+
+
+class Invite(db.Model):
+    """A single-use link where a new teammate chooses a password. Only the token's SHA-256 is stored."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+
+    user: Mapped[User] = relationship(back_populates="invites")
+
+
+class ApiKey(db.Model):
+    """A user's key for the OpenAI-compatible proxy. Only its SHA-256 is stored; ``prefix`` identifies it in lists."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
+    user: Mapped[User] = relationship(back_populates="api_keys")
+
+
+class ProxyUsage(db.Model):
+    """Requests and tokens one user sent to one session through the proxy (kept after the user is removed)."""
+
+    __tablename__ = "proxy_usage"
+    __table_args__ = (sa.UniqueConstraint("session_id", "user_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    user_name: Mapped[str] = mapped_column(sa.String(40))
+    requests: Mapped[int] = mapped_column(default=0)
+    errors: Mapped[int] = mapped_column(default=0)
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+    last_request_at: Mapped[datetime | None] = mapped_column()
