@@ -10,10 +10,13 @@ import json
 import logging
 import os
 import secrets
+import signal
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 from app import create_app
+from app.database_check import DATABASE_FILE, DatabaseDamaged, check_database
 
 log = logging.getLogger(__name__)
 SERVER_FILE = "server.json"
@@ -43,6 +46,42 @@ def remove_server_file(home: Path) -> None:
             path.unlink()
     except (OSError, ValueError):
         pass
+
+
+def secure_home(home: Path) -> None:
+    """MAIDER_HOME holds the API token, SSH keys and the database: owner-only (0700/0600), also when the folder was
+    made earlier with looser modes (an older maider, a copy, a restore). Symlinks are left alone, never followed."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in (home, *home.rglob("*")):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
+
+
+def _install_shutdown_signals() -> None:
+    """SIGTERM (kill, systemd, logout) and SIGHUP (terminal closed) stop the server the way Ctrl-C does: the
+    ``finally`` of ``run_server`` then removes server.json, stops the workers and releases the lock."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers belong to the main thread (tests may serve from another one)
+
+    def _shutdown(signum: int, _frame: object) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _shutdown)
+
+
+def _note_stale_server_file(home: Path) -> None:
+    """We hold the owner lock, so whoever wrote an existing server.json is gone: say so; it is replaced below."""
+    try:
+        stale = json.loads(server_file(home).read_text())
+    except (OSError, ValueError):
+        return
+    log.info("replacing a stale server.json (pid %s, %s): that server is no longer running",
+             stale.get("pid"), stale.get("url"))
 
 
 class AlreadyRunning(RuntimeError):
@@ -78,9 +117,16 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
     """Serve until interrupted; workers stop with the server."""
     from waitress import create_server
 
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.umask(0o077)  # everything the server writes (database, keys, logs, caches) is the owner's alone
+    secure_home(home)
     lock = acquire_owner_lock(home)
+    _note_stale_server_file(home)
     data_home = home / "demo" if demo else home
+    try:
+        check_database(data_home / DATABASE_FILE)
+    except DatabaseDamaged:
+        lock.close()
+        raise
     api_token = secrets.token_urlsafe(32)
     config = {"MAIDER_HOME": str(data_home), "MAIDER_DEMO": demo, "MAIDER_API_TOKEN": api_token}
     if demo:
@@ -95,13 +141,15 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
 
         supervisor = Supervisor(app, {**default_loops(app), "catalog": (warm_cache, CATALOG_WARM_INTERVAL)})
         supervisor.start()
-    server = create_server(app, host=host, port=port, threads=threads, ident="maider")
+    server = create_server(app, host=host, port=port, threads=threads, ident="maider")  # binds with SO_REUSEADDR
     write_server_file(home, url, demo, api_token)
+    _install_shutdown_signals()
     print(f"maider panel: {url}/{'  (demo mode)' if demo else ''}", flush=True)
     try:
         server.run()
     finally:
         remove_server_file(home)
+        server.close()
         if supervisor is not None:
             supervisor.stop()
         lock.close()

@@ -19,6 +19,8 @@ import click
 import httpx
 
 from app.config import default_home
+from app.domain.server_proof import new_nonce, proof_matches
+from app.files import write_private
 
 START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 120.0  # validation may read the provider's catalog on a cold cache
@@ -60,18 +62,69 @@ class MaiderClient:
         return self._request("DELETE", path)
 
 
-def _server_info(home: Path) -> dict[str, Any] | None:
+class Impostor(click.ClickException):
+    """Something answers at server.json's address but cannot prove it is the maider server that wrote the file."""
+
+
+def _read_server_file(home: Path) -> dict[str, Any] | None:
     try:
         info = json.loads((home / "server.json").read_text())
     except (OSError, ValueError):
         return None
-    try:
-        response = httpx.get(f"{info['url']}/api/v1/health", timeout=3)
-        if response.status_code == 200 and response.json().get("service") == "maider":
-            return info
-    except (httpx.HTTPError, ValueError, KeyError):
+    if not isinstance(info, dict) or not isinstance(info.get("url"), str) or not isinstance(info.get("api_token"), str):
         return None
-    return None
+    return info
+
+
+def _proves_identity(info: dict[str, Any]) -> bool | None:
+    """True when the server at ``info['url']`` proves it holds ``info['api_token']``; None when nothing answers.
+
+    The token is never sent here: the server answers an HMAC of a fresh nonce keyed by the token."""
+    nonce = new_nonce()
+    try:
+        response = httpx.get(f"{info['url']}/api/v1/health", params={"nonce": nonce}, timeout=3)
+        answer = response.json()
+    except httpx.HTTPError:
+        return None
+    except ValueError:
+        return False
+    if response.status_code != 200 or not isinstance(answer, dict):
+        return False
+    return answer.get("service") == "maider" and proof_matches(info["api_token"], nonce, answer.get("proof"))
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user holds that pid
+    return True
+
+
+def _server_info(home: Path, announce_stale: bool = True) -> dict[str, Any] | None:
+    """The verified running server, or None when none runs (no file, nothing answering, or its writer is gone).
+
+    Raises ``Impostor`` when the process that wrote server.json still runs but whatever answers at its address
+    cannot prove it holds the token: then neither the token is sent nor a second server started."""
+    info = _read_server_file(home)
+    if info is None:
+        return None
+    verified = _proves_identity(info)
+    if verified:
+        return info
+    if verified is None or not _pid_alive(info.get("pid")):
+        if verified is False and announce_stale:
+            click.echo(f"Something else answers at {info['url']}, where a maider server that is no longer running "
+                       "used to be; the API token was not sent to it.", err=True)
+        return None
+    raise Impostor(
+        f"something at {info['url']} answers like maider but cannot prove it is the server that wrote "
+        f"{home / 'server.json'} (pid {info.get('pid')}); the API token was not sent to it. Stop whatever listens "
+        "there, or stop that maider server and start it again.")
 
 
 def _start_server(home: Path) -> dict[str, Any]:
@@ -86,7 +139,7 @@ def _start_server(home: Path) -> dict[str, Any]:
                          start_new_session=True, cwd=os.getcwd())
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        info = _server_info(home)
+        info = _server_info(home, announce_stale=False)
         if info is not None:
             click.echo(f"maider panel: {info['url']}/{'  (demo mode)' if info.get('demo') else ''}", err=True)
             return info
@@ -115,7 +168,7 @@ def current_session() -> str | None:
 def set_current_session(name: str) -> None:
     home = default_home()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (home / CURRENT_FILE).write_text(name + "\n")
+    write_private(home / CURRENT_FILE, name + "\n")
 
 
 def resolve_name(name: str | None) -> str:

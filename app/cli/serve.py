@@ -26,9 +26,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def find_free_port(host: str, preferred: int, span: int = PORT_SEARCH_SPAN) -> int:
-    """``preferred`` if it can be bound, else the next free port above it."""
+    """``preferred`` if it can be bound, else the next free port above it.
+
+    The probe binds as waitress does, with SO_REUSEADDR: a restart then gets its port back while the previous run's
+    connections sit in TIME-WAIT, and a port some process listens on still counts as taken."""
     for port in range(preferred, preferred + span):
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host.strip("[]"), port))
             except OSError as exc:
@@ -69,13 +73,14 @@ def serve(host: str, port: int, demo: bool | None, share: bool, no_workers: bool
     actual = find_free_port(host, port)
     if actual != port:
         click.echo(f"Port {port} is taken; using {actual}.")
+    from app.database_check import DatabaseDamaged
     from app.server import AlreadyRunning, run_server
 
     home = default_home()
     try:
         run_server(home=home, host=host, port=actual, demo=demo, start_workers=not no_workers,
                    threads=WAITRESS_THREADS)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, DatabaseDamaged) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("Stopped.", err=True)

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from app.cli.client import MaiderClient, connect, resolve_name, set_current_session
-from app.domain.aider import aider_command
+from app.domain.aider import AIDER_ENV_FILENAME, METADATA_FILENAME, aider_command
 from app.files import write_private
 from app.domain.cost import format_duration, format_money
 from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
@@ -32,10 +32,15 @@ def _runtime(seconds: int) -> str:
 
 
 def write_aider_files(client: MaiderClient, name: str, directory: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """Fetch the hand-off from the server and write .aider-env and the metadata file where the user works."""
+    """Fetch the hand-off from the server and write .aider-env and the metadata file where the user works.
+
+    The file names are the CLI's own: whatever names the server's answer carries, nothing lands outside
+    ``directory``."""
     handoff = client.get(f"/sessions/{name}/aider")
-    env_path = directory / handoff["env_filename"]
-    meta_path = directory / handoff["metadata_filename"]
+    if not isinstance(handoff.get("env_file"), str) or not isinstance(handoff.get("metadata"), dict):
+        raise click.ClickException("the server's aider hand-off was not understood; no file was written")
+    env_path = directory / AIDER_ENV_FILENAME
+    meta_path = directory / METADATA_FILENAME
     write_private(env_path, handoff["env_file"])
     write_private(meta_path, json.dumps(handoff["metadata"], indent=2) + "\n")
     return env_path, meta_path, handoff

@@ -19,8 +19,10 @@ def _require_token():
     if request.endpoint == "api.health":
         return None
     expected = current_app.config.get("MAIDER_API_TOKEN")
-    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not expected or not hmac.compare_digest(supplied.encode(), str(expected).encode()):
+    scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        supplied = ""  # a bare token is refused: only the Bearer scheme carries it (RFC 6750)
+    if not expected or not hmac.compare_digest(supplied.strip().encode(), str(expected).encode()):
         return jsonify({"error": "missing or wrong API token: the CLI reads it from MAIDER_HOME/server.json",
                         "status": 401}), 401
     return None

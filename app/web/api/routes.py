@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import current_app, jsonify, request
 
+from app.domain.server_proof import is_valid_nonce, server_proof
 from app.errors import UserError
 from app.services import aider as aider_service
 from app.services import cleanup as cleanup_service
@@ -44,8 +45,15 @@ def _int_or_none(body: dict[str, Any], key: str) -> int | None:
 
 @bp.get("/health")
 def health():
-    """Say that this is a maider server and whether it runs in demo mode."""
-    return jsonify({"ok": True, "service": "maider", "demo": bool(current_app.config.get("MAIDER_DEMO"))})
+    """Say that this is a maider server and whether it runs in demo mode; with ``?nonce=``, prove it holds the API
+    token (app.domain.server_proof) so the CLI never sends the token to whatever else took a stale address."""
+    answer = {"ok": True, "service": "maider", "demo": bool(current_app.config.get("MAIDER_DEMO"))}
+    nonce = request.args.get("nonce")
+    if nonce is not None:
+        if not is_valid_nonce(nonce):
+            raise UserError("nonce must be 16 to 128 characters of A-Z, a-z, 0-9, '-' or '_'")
+        answer["proof"] = server_proof(str(current_app.config.get("MAIDER_API_TOKEN") or ""), nonce)
+    return jsonify(answer)
 
 
 @bp.get("/sessions")
