@@ -113,12 +113,19 @@ class Reason(str, enum.Enum):
     INTERNAL_ERROR = "internal_error"
 
 
+# A live session (its VM not confirmed gone) holds its name: at most one live row per name, decided by SQLite, so
+# concurrent launches with one name cannot both succeed. services.sessions.live_clause() is the same condition.
+LIVE_NAME_INDEX = "uq_sessions_live_name"
+LIVE_NAME_WHERE = "destroyed_at IS NULL"
+
+
 class Session(db.Model):
     __tablename__ = "sessions"
+    __table_args__ = (sa.Index(LIVE_NAME_INDEX, "name", unique=True, sqlite_where=sa.text(LIVE_NAME_WHERE)),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     uid: Mapped[str] = mapped_column(sa.String(36), unique=True, default=lambda: uuid.uuid4().hex)
-    name: Mapped[str] = mapped_column(sa.String(64), index=True)  # unique among live sessions (see services)
+    name: Mapped[str] = mapped_column(sa.String(64), index=True)  # unique among live sessions (LIVE_NAME_INDEX)
     provider: Mapped[str] = mapped_column(sa.String(32))
     instance_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     label: Mapped[str] = mapped_column(sa.String(64), unique=True)  # provider label: the idempotency key
