@@ -213,7 +213,7 @@ def test_session_page_shows_every_section(client, ctx):
     assert 'id="session-header"' in page
     assert "Application startup complete." in page
     assert "41.5" in page and "25%" in page and "37% busy" in page
-    assert 'src="http://127.0.0.1:3000/"' in page  # Open WebUI embedded
+    assert f'src="/sessions/{session.name}/webui"' in page  # Open WebUI embedded, through the panel's link
     assert "http://127.0.0.1:8000/v1" in page
     assert "aider --model" in page and "/home/me/project/.aider-env" in page
 

@@ -5,7 +5,8 @@ VM. Every accepted connection gets TCP_NODELAY and rides its own direct-tcpip ch
 session keeps OpenSSH's sshd from delaying small writes (the 44 ms trap). A watcher thread notices a dead transport
 (network drop, laptop sleep, VM reboot) and reconnects with bounded, jittered backoff while the listeners stay bound,
 so the ports users pasted into aider keep working. A pinned-host-key or auth failure is not retried: the tunnel goes
-"down" with the reason until ``reconnect()``.
+"down" with the reason until ``reconnect()``. Forwards that carry HTTP pass their door first (``tunnel_front``: the
+Host check, and for Open WebUI maider's access cookie) before anything reaches the VM.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Literal
 
 import paramiko
 
+from app.engine.tunnel_front import Decision, Front, WebUiAccess, decide, read_head
 from app.remote import HostKeyMismatch, RemoteError, RemoteHost, SshAuthError, close_channel
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class ForwardSpec:
     name: str  # "api" or "webui"
     remote_port: int  # port on the VM's 127.0.0.1
     preferred_local_port: int  # e.g. 8000; the next free port is used when taken
+    front: Front = "raw"  # "http": Host-checked; "webui": Host-checked and behind maider's access cookie
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,12 @@ class _Tunnel:
         self.closed = threading.Event()
         self.threads: list[threading.Thread] = []
         self.pipes: set[socket.socket] = set()
+        self.webui_access = WebUiAccess()
 
-    def start(self) -> None:
-        self._connect_once()
+    def start(self, wait: bool = True) -> None:
+        """Serve the listeners; ``wait``: connect before returning, else the watcher connects at once."""
+        if wait:
+            self._connect_once()
         for spec in self.forwards:
             self._spawn(self._accept_loop, spec, name=f"tunnel-{self.key}-{spec.name}")
         self._spawn(self._watch, name=f"tunnel-{self.key}-watch")
@@ -219,6 +225,13 @@ class _Tunnel:
             self.threads = [t for t in self.threads if t.is_alive()]
 
     def _serve(self, client: socket.socket, spec: ForwardSpec) -> None:
+        first = b""
+        if spec.front != "raw":
+            decision = self._door(client, spec)
+            if decision is None or decision.forward is None:
+                client.close()
+                return
+            first = decision.forward
         channel = self._open_channel(spec)
         if channel is None:
             client.close()
@@ -226,6 +239,9 @@ class _Tunnel:
         with self.lock:
             self.pipes.add(client)
         try:
+            if first:
+                channel.sendall(first)
+                self._count(0, len(first))
             self._pipe(client, channel)
         except (OSError, ValueError, EOFError, paramiko.SSHException):
             pass  # either end vanished mid-copy
@@ -236,6 +252,23 @@ class _Tunnel:
                 self.pipes.discard(client)
             close_channel(channel)
             client.close()
+
+    def _door(self, client: socket.socket, spec: ForwardSpec) -> Decision | None:
+        """Read the first request head and decide; a refusal is answered here and never reaches the VM."""
+        received = read_head(client)
+        if received is None:
+            return None
+        decision = decide(*received, spec.front, self.ports[spec.name], self.webui_access)
+        if decision.reply is not None:
+            try:
+                client.sendall(decision.reply)
+                client.shutdown(socket.SHUT_WR)
+                client.settimeout(1.0)  # read what the client still sends, so closing does not reset the reply
+                while client.recv(65536):
+                    pass
+            except OSError:
+                pass
+        return decision
 
     def _open_channel(self, spec: ForwardSpec) -> paramiko.Channel | None:
         deadline = time.monotonic() + WAIT_FOR_TRANSPORT.total_seconds()
@@ -319,9 +352,11 @@ class TunnelSupervisor:
         self._tunnels: dict[str, _Tunnel] = {}
         self._lock = threading.Lock()
 
-    def open(self, key: str, remote_factory: Callable[[], RemoteHost], forwards: list[ForwardSpec]) -> dict[str, int]:
+    def open(self, key: str, remote_factory: Callable[[], RemoteHost], forwards: list[ForwardSpec],
+             wait: bool = True) -> dict[str, int]:
         """Bind the local ports and connect; returns forward name -> local port. Never raises for SSH failures:
-        they show in ``status``. Opening an open key keeps its ports and adopts the new factory."""
+        they show in ``status``. Opening an open key keeps its ports and adopts the new factory.
+        ``wait=False`` returns once the ports are bound and connects in the background (restoring many at once)."""
         with self._lock:
             tunnel = self._tunnels.get(key)
             if tunnel is not None and [(f.name, f.remote_port) for f in tunnel.forwards] == \
@@ -335,13 +370,20 @@ class TunnelSupervisor:
         tunnel = _Tunnel(key, remote_factory, forwards, self.timing)
         with self._lock:
             self._tunnels[key] = tunnel
-        tunnel.start()
+        tunnel.start(wait)
         return dict(tunnel.ports)
 
     def status(self, key: str) -> TunnelStatus | None:
         """The tunnel's state, or None when maider holds no tunnel under ``key``."""
         tunnel = self._tunnels.get(key)
         return tunnel.status() if tunnel is not None else None
+
+    def webui_link(self, key: str, forward: str = "webui") -> tuple[int, str] | None:
+        """(port, one-time token) for the panel's link into the tunnel's Open WebUI; None without such a tunnel."""
+        tunnel = self._tunnels.get(key)
+        if tunnel is None or forward not in tunnel.ports:
+            return None
+        return tunnel.ports[forward], tunnel.webui_access.mint_link()
 
     def keys(self) -> list[str]:
         return list(self._tunnels)
