@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from app.config import Secret
+from app.domain.clock_offset import ClockOffset, parse_http_date
 from app.domain.gpu_catalog import gpu_for_plan
 from app.providers.base import (
     OWNER_TAG, AuthError, CapacityError, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound,
@@ -183,6 +184,7 @@ class LinodeProvider:
         self._sdk_lock = threading.Lock()
         self._revealed: str | None = None
         self._gpu_types: dict[str, dict[str, Any]] | None = None  # type id -> raw type, for instance prices
+        self.clock = ClockOffset()  # Linode's clock vs this laptop's: instance times are moved onto the laptop's
 
     def __repr__(self) -> str:
         return f"<LinodeProvider {self.base_url or 'api.linode.com'}>"
@@ -277,9 +279,17 @@ class LinodeProvider:
                 adapter = _TimeoutAdapter(self._timeout)
                 client.session.mount("http://", adapter)
                 client.session.mount("https://", adapter)
+                client.session.hooks["response"].append(self._note_date)
                 self._revealed = token
                 self._sdk = client
             return self._sdk
+
+    def _note_date(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> requests.Response:
+        """Every answer's ``Date`` feeds the clock-offset estimate (app.domain.clock_offset)."""
+        provider_time = parse_http_date(response.headers.get("Date"))
+        if provider_time is not None:
+            self.clock.observe(provider_time, datetime.now(timezone.utc).replace(tzinfo=None))
+        return response
 
     def _call(self, what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
               region: str | None = None, plan: str | None = None, thing: str = "object") -> T:
@@ -433,6 +443,8 @@ class LinodeProvider:
             id=str(raw["id"]), label=raw.get("label") or "",
             status=_STATUS_MAP.get(raw.get("status") or "", InstanceStatus.OTHER),
             region=region, plan=plan, ssh_host=_public_ipv4(raw.get("ipv4")), ssh_port=self.ssh_port,
-            created_at=_parse_created(raw.get("created")), hourly_price=self._instance_price(plan, region),
+            # on the laptop's clock, so that runtime, cost and budget measured against maider's "now" are Linode's
+            created_at=self.clock.to_local(_parse_created(raw.get("created"))),
+            hourly_price=self._instance_price(plan, region),
             tags=tuple(raw.get("tags") or ()),
         )

@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import formatdate
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -186,6 +187,7 @@ class FakeLinodeApi:
         self._faults: list[Fault] = []
         self._gets: dict[int, int] = {}
         self._next_id = 40_000_000
+        self.clock_skew = timedelta(0)  # Linode's clock minus this machine's: moves ``Date`` and ``created``
         self._lock = threading.RLock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -194,7 +196,13 @@ class FakeLinodeApi:
     # lifecycle
 
     def start(self) -> FakeLinodeApi:
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
+        fake = self
+
+        class Handler(_QuietHandler):
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                return formatdate((timestamp or time.time()) + fake.clock_skew.total_seconds(), usegmt=True)
+
+        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=Handler)
         self._server.daemon_threads = True  # a handler stuck in a scripted delay must not block stop()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="fake-linode-api", daemon=True)
@@ -402,7 +410,7 @@ class FakeLinodeApi:
         self._next_id += 1
         instance_id = self._next_id
         plan = next(t for t in self.types if t["id"] == body["type"])
-        now = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat()
+        now = (datetime.now(timezone.utc) + self.clock_skew).replace(microsecond=0, tzinfo=None).isoformat()
         instance = {
             "id": instance_id, "label": body.get("label") or f"linode{instance_id}", "group": "",
             "status": "provisioning", "type": body["type"], "region": body["region"], "image": body.get("image"),
