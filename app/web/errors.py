@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DatabaseError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from app.errors import NotFoundError, UserError
@@ -65,8 +67,28 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
-        db.session.rollback()
+        try:
+            db.session.rollback()
+        except SQLAlchemyError:
+            log.warning("rollback after an error failed too", exc_info=True)
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if isinstance(error, (DatabaseError, sqlite3.DatabaseError)):
+            return _render(500, "Database error", _database_error_message())
         return _render(500, "Something went wrong",
-                       "maider hit an unexpected error; the details are in the server log. "
-                       "Your sessions and VMs are unaffected.")
+                       "maider hit an unexpected error; the details are in the server log.")
+
+
+def _database_error_message() -> str:
+    """Say what is known after a database error, and no more: the VMs are at the provider, the truth about them may
+    not be in the database, and maider's background work reads the same database."""
+    database = current_app.config.get("SQLALCHEMY_DATABASE_URI", "").removeprefix("sqlite:///")
+    return (f"maider could not read or write its database ({database}); the details are in the server log. "
+            "What maider shows about sessions and VMs may be out of date, and its background checks (health, "
+            "watchdog, budget) may be failing as well. VMs keep running and billing at the provider until they are "
+            "destroyed: check the provider's console. Restart maider: at start it checks the database and, if it "
+            "is damaged, says so and keeps a copy.")
+
+
+def render_error(status: int, title: str, message: str):
+    """The error answer this request expects: JSON for the API, a toast for htmx, else an error page."""
+    return _render(status, title, message)
