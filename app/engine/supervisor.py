@@ -30,6 +30,13 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Reclaim the live sessions' tunnel ports first, so no new session can take a port an .aider-env names."""
+        from app.engine.session_tunnels import restore_tunnels
+
+        try:
+            restore_tunnels(self.app)
+        except Exception:  # noqa: BLE001 -- the monitor reopens tunnels too; the workers must start regardless
+            log.exception("restoring tunnels at start-up failed")
         for name, (func, interval) in self.loops.items():
             thread = threading.Thread(target=self._run, args=(name, func, interval), name=f"maider-{name}",
                                       daemon=True)

@@ -203,8 +203,13 @@ class SimulatedProvider:
         facts = read_cloud_config(record["user_data"])
         vm = SimulatedVm(facts.host_key_private, facts.authorized_keys, record["env_file"], behaviour,
                          configured=configured, on_env_written=remember_env)
-        vm.start()
+        vm.start(record.get("ssh_port", 0))  # same host key, and the same port unless another program took it
         _VMS[(str(self.home), instance_id)] = vm
+        if record.get("ssh_port") != vm.ssh_port:
+            records = self._load()
+            if instance_id in records:
+                records[instance_id]["ssh_port"] = record["ssh_port"] = vm.ssh_port
+                self._save(records)
         return vm
 
     def _load(self) -> dict[str, dict[str, Any]]:

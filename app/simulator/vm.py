@@ -150,10 +150,16 @@ class SimulatedVm:
             vc.CMD_KEEP_PTY: lambda _in: ExecResult(hold=True),
         }
 
-    def start(self) -> None:
-        """Power on: the SSH port is reserved now (refusing connections) and answers after ``boot_s``."""
+    def start(self, ssh_port: int = 0) -> None:
+        """Power on: the SSH port is reserved now (refusing connections) and answers after ``boot_s``.
+
+        ``ssh_port``: the port this VM had before maider restarted (a "cloud" VM keeps its address); any free port
+        when that one is taken."""
         with self._lock:
-            self._ssh = self._new_ssh_server(0)
+            try:
+                self._ssh = self._new_ssh_server(ssh_port)
+            except OSError:
+                self._ssh = self._new_ssh_server(0)
             self.ssh_port = self._ssh.port
             self.power = "booting"
             self._spawn(self._boot, self._boot_gen, self.behaviour.boot_s)

@@ -39,7 +39,8 @@ def _aider_context(session: Session) -> dict[str, Any]:
 SECTIONS: dict[str, Section] = {
     "aider": Section("sessions/_aider.html", "10s", lambda s: (s.status, s.workdir), _aider_context),
     "tunnel": Section("sessions/_tunnel.html", "5s",
-                      lambda s: (s.status, s.tunnel_state, s.api_port, s.webui_port, s.destroy_requested_at),
+                      lambda s: (s.status, s.tunnel_state, s.api_port, s.webui_port, s.destroy_requested_at,
+                                 (s.engine_state or {}).get("ports_moved")),
                       lambda s: {}),
     "webui": Section("sessions/_webui.html", "5s",
                      lambda s: (True, s.webui_port) if views.shows_webui(s) else
