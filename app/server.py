@@ -67,6 +67,8 @@ def _install_shutdown_signals() -> None:
         return  # signal handlers belong to the main thread (tests may serve from another one)
 
     def _shutdown(signum: int, _frame: object) -> None:
+        for other in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(other, signal.SIG_IGN)  # a second signal must not cut the clean-up short
         log.info("received %s: shutting down", signal.Signals(signum).name)
         raise SystemExit(0)
 

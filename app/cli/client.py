@@ -133,7 +133,7 @@ def _start_server(home: Path) -> dict[str, Any]:
     log_path = home / "server.log"
     click.echo("No maider server is running: starting one in the background "
                f"(log: {log_path}).", err=True)
-    with open(log_path, "ab") as log_file:
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
         subprocess.Popen([sys.executable, "-c", "from app.cli import main; main()", "serve"],
                          stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          start_new_session=True, cwd=os.getcwd())
