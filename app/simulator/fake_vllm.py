@@ -35,6 +35,20 @@ class FakeVllmConfig:
     ttft_s: float = 0.05  # time to first token
     itl_s: float = 0.02  # gap between tokens
     tokens_per_reply: int = 20  # reply length when max_tokens does not cut it shorter
+    prefill_tokens_per_s: float = 0.0  # > 0: TTFT grows by prompt tokens / this (prefill); 0 = fixed TTFT
+    batch_slowdown: float = 0.0  # each other running request stretches TTFT and ITL by this fraction
+
+    def ttft_for(self, prompt_tokens: int, running: int) -> float:
+        """Time to first token: queueing-free prefill, slower while other requests share the GPU."""
+        prefill = prompt_tokens / self.prefill_tokens_per_s if self.prefill_tokens_per_s > 0 else 0.0
+        return (self.ttft_s + prefill) * self._load_factor(running)
+
+    def itl_for(self, running: int) -> float:
+        """Gap between tokens: a bigger decode batch makes every step a little slower, as on a real GPU."""
+        return self.itl_s * self._load_factor(running)
+
+    def _load_factor(self, running: int) -> float:
+        return 1.0 + self.batch_slowdown * max(0, running - 1)
 
 
 @dataclass
@@ -230,9 +244,10 @@ class _Reply:
 
     def whole(self) -> dict:
         started = self._begin()
-        time.sleep(self.config.ttft_s + self.config.itl_s * max(0, self.n_tokens - 1))
+        ttft = self.config.ttft_for(self.prompt_tokens, self.counters.running)
+        time.sleep(ttft + self.config.itl_for(self.counters.running) * max(0, self.n_tokens - 1))
         text = "".join(self._tokens())
-        self._end(started, started + self.config.ttft_s, finished=True)
+        self._end(started, started + ttft, finished=True)
         if self.chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
                       "logprobs": None, "finish_reason": self.finish, "stop_reason": None}
@@ -261,14 +276,14 @@ class _Reply:
         first_token_at: float | None = None
         finished = False
         try:
-            time.sleep(self.config.ttft_s)
+            time.sleep(self.config.ttft_for(self.prompt_tokens, self.counters.running))
             first_token_at = time.perf_counter()
             if self.chat:
                 yield self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
                                     "logprobs": None, "finish_reason": None}])
             for i, token in enumerate(self._tokens()):
                 if i:
-                    time.sleep(self.config.itl_s)
+                    time.sleep(self.config.itl_for(self.counters.running))
                 last = i == self.n_tokens - 1
                 yield self._chunk([self._token_choice(token, self.finish if last else None)])
             if include_usage:
@@ -303,10 +318,13 @@ class LoopbackHttpServer:
 class FakeVllmServer:
     """The fake vLLM, listening on a free loopback port."""
 
+    STREAM_THREADS = 72  # one waitress thread per open stream: a benchmark at concurrency 64 must not queue here
+
     def __init__(self, config: FakeVllmConfig, counters: VllmCounters | None = None, port: int = 0) -> None:
         self.config = config
         self.counters = counters or VllmCounters()
-        self._http = LoopbackHttpServer(create_fake_vllm_app(config, self.counters), port=port)
+        self._http = LoopbackHttpServer(create_fake_vllm_app(config, self.counters), port=port,
+                                        threads=self.STREAM_THREADS)
         self.port = self._http.port
 
     def stop(self) -> None:
