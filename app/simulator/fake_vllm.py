@@ -51,6 +51,20 @@ class FakeVllmConfig:
         return 1.0 + self.batch_slowdown * max(0, running - 1)
 
 
+# Decode speed relative to an RTX 4000 Ada: token steps are bound by memory bandwidth (Quadro RTX 6000: 672 GB/s
+# against 360 GB/s); tensor parallelism splits each step across GPUs, less than linearly.
+_DECODE_SPEED = {"Quadro RTX 6000": 1.6, "NVIDIA RTX 4000 Ada Generation": 1.0}
+TP_EFFICIENCY = 0.7  # speed-up exponent for N GPUs: N ** 0.7
+
+
+def gpu_timing(gpu_name: str, gpus: int, itl_s: float, prefill_tokens_per_s: float,
+               batch_slowdown: float) -> dict[str, float]:
+    """FakeVllmConfig timing for a plan's GPUs, so demo benchmarks differ between plans as real ones do."""
+    speed = _DECODE_SPEED.get(gpu_name, 1.0) * max(1, gpus) ** TP_EFFICIENCY
+    return {"itl_s": itl_s / speed, "prefill_tokens_per_s": prefill_tokens_per_s * max(1, gpus) ** TP_EFFICIENCY,
+            "batch_slowdown": batch_slowdown}
+
+
 @dataclass
 class _Histogram:
     buckets: tuple[float, ...]

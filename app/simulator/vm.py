@@ -23,7 +23,7 @@ from app.domain import vm_contract as vc
 from app.domain.vllm_env import parse_env  # the same reader maider uses, so both sides agree on quoting
 from app.remote import load_private_key, load_public_key, new_keypair
 from app.simulator import vllm_logs
-from app.simulator.fake_vllm import FakeVllmConfig, FakeVllmServer
+from app.simulator.fake_vllm import FakeVllmConfig, FakeVllmServer, gpu_timing
 from app.simulator.fake_webui import FakeWebUiServer
 from app.simulator.ssh_server import ExecResult, SshServer
 
@@ -59,12 +59,14 @@ class VmBehaviour:
     ttft_s: float = 0.05  # fake vLLM: time to first token
     itl_s: float = 0.02  # fake vLLM: gap between tokens
     tokens_per_reply: int = 20
+    prefill_tokens_per_s: float = 3000.0  # fake vLLM: prompt tokens per second per GPU (TTFT grows with the prompt)
+    batch_slowdown: float = 0.03  # fake vLLM: each other running request slows TTFT and ITL by this fraction
 
     @classmethod
     def fast(cls, **overrides: object) -> VmBehaviour:
         """Timings for tests: a whole launch in about a second."""
         timings = dict(boot_s=0.1, configure_s=0.2, reboot_s=0.1, pull_s=0.1, load_s=0.2, ttft_s=0.005,
-                       itl_s=0.002)
+                       itl_s=0.002, prefill_tokens_per_s=0.0, batch_slowdown=0.0)
         return replace(cls(**timings), **overrides)  # type: ignore[arg-type]
 
 
@@ -358,8 +360,9 @@ class SimulatedVm:
             return
         config = FakeVllmConfig(model_id=model, served_name=env.get("SERVED_MODEL_NAME") or model,
                                 max_model_len=max_len, api_key=env.get("VLLM_API_KEY", ""),
-                                ttft_s=self.behaviour.ttft_s, itl_s=self.behaviour.itl_s,
-                                tokens_per_reply=self.behaviour.tokens_per_reply)
+                                ttft_s=self.behaviour.ttft_s, tokens_per_reply=self.behaviour.tokens_per_reply,
+                                **gpu_timing(self.behaviour.gpu_name, self.behaviour.gpus, self.behaviour.itl_s,
+                                             self.behaviour.prefill_tokens_per_s, self.behaviour.batch_slowdown))
         with self._lock:
             if not alive():
                 return
