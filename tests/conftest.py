@@ -11,7 +11,7 @@ from app.extensions import db
 from app.providers.linode import LinodeProvider
 from app.remote import KeyPair, new_keypair
 from app.simulator.vm import VmBehaviour, vm_from_user_data
-from engine_helpers import FAST_TIMINGS, LINODE_TOKEN, write_project
+from engine_helpers import FAST_TIMINGS, LINODE_TOKEN, sign_in_owner, write_project
 from fakes.linode_api import FakeLinodeApi
 
 CHROMIUM = os.environ.get("MAIDER_CHROMIUM", "/usr/bin/chromium")
@@ -50,6 +50,15 @@ def app(tmp_path: Path):
 
 @pytest.fixture
 def client(app):
+    """A browser signed in as the laptop's owner (admin), through the one-time link as ``maider serve`` prints it."""
+    client = app.test_client()
+    sign_in_owner(app, client)
+    return client
+
+
+@pytest.fixture
+def anon_client(app):
+    """A browser that never signed in."""
     return app.test_client()
 
 

@@ -74,6 +74,13 @@ def launch(app: Flask, name: str, workdir: Path, **kwargs) -> str:
         return sessions_service.request_launch(request, home=Path(app.config["MAIDER_HOME"])).name
 
 
+def sign_in_owner(app: Flask, client) -> None:
+    """Sign ``client`` in through a fresh one-time owner link (what 'maider serve' / 'maider open' print)."""
+    token = app.extensions["maider_login_links"].mint()
+    response = client.get(f"/login?token={token}")
+    assert response.status_code == 303, response.get_data(as_text=True)[:300]
+
+
 def csrf_token(client, path: str = "/") -> str:
     """The CSRF token a page hands the browser (its meta tag), for posting as htmx does."""
     page = client.get(path).get_data(as_text=True)

@@ -26,8 +26,10 @@ def test_dns_rebinding_request_gets_403(client):
     assert b"localhost" in response.data
 
 
-def test_dashboard_answers_on_loopback(client):
-    response = client.get("/", headers={"Host": "127.0.0.1:8765"})
+def test_dashboard_answers_on_loopback(app, anon_client):
+    token = app.extensions["maider_login_links"].mint()
+    anon_client.get(f"/login?token={token}", headers={"Host": "127.0.0.1:8765"})
+    response = anon_client.get("/", headers={"Host": "127.0.0.1:8765"})
     assert response.status_code == 200
     assert b"Sessions" in response.data
 

@@ -12,7 +12,7 @@ import pytest
 from app.engine.identity import ensure_identity
 from app.engine.state import record_event
 from app.extensions import db
-from app.models import Event, OrphanInstance, Session, utcnow
+from app.models import Event, OrphanInstance, Session, User, utcnow
 from engine_helpers import csrf_token
 
 HX = {"HX-Request": "true"}
@@ -186,7 +186,7 @@ def test_launch_in_demo_mode_queues_a_session_and_refreshes_the_list(client, ctx
     assert response.headers["HX-Trigger"] == "sessions-changed"
     assert "Launching" in text(response) and "first" in text(response)
     session = db.session.query(Session).filter_by(name="first").one()
-    assert session.status == "requested" and session.created_by == "panel"
+    assert session.status == "requested" and session.created_by == db.session.query(User).filter_by(is_owner=True).one().name
 
 
 def test_launch_without_htmx_redirects_after_post(client, ctx):

@@ -9,7 +9,7 @@ import pytest
 
 from app import create_app
 from app.extensions import db
-from engine_helpers import csrf_token, serve_in_thread
+from engine_helpers import csrf_token, serve_in_thread, sign_in_owner
 
 QWEN_32B_AWQ = "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ"
 QWEN_14B_AWQ = "Qwen/Qwen2.5-Coder-14B-Instruct-AWQ"
@@ -43,7 +43,9 @@ def demo_app(tmp_path: Path):
 
 @pytest.fixture
 def client(demo_app):
-    return demo_app.test_client()
+    client = demo_app.test_client()
+    sign_in_owner(demo_app, client)
+    return client
 
 
 @pytest.fixture
@@ -220,7 +222,9 @@ def test_a_malformed_token_is_an_error_next_to_its_field(client, csrf) -> None:
 @pytest.fixture
 def real_client(tmp_path: Path):
     app = make_app(tmp_path, demo=False)
-    yield app.test_client()
+    client = app.test_client()
+    sign_in_owner(app, client)
+    yield client
     with app.app_context():
         db.session.remove()
         db.engine.dispose()

@@ -1,7 +1,11 @@
 """Web layer: blueprints for pages, htmx partials and the /api/v1 JSON API."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Flask, request
+
+from app.services.login_links import LoginLinks
 
 
 def wants_partial() -> bool:
@@ -11,14 +15,22 @@ def wants_partial() -> bool:
 
 def init_app(app: Flask) -> None:
     """Register security hooks, template helpers, error pages and every blueprint."""
-    from app.web import errors, filters, security
+    from app.models import Role
+    from app.web import access, errors, filters, security
+    from app.web.auth import bp as auth_bp
+    from app.web.rate_limit import limiter
+    from app.web.team import bp as team_bp
     from app.web.api import bp as api_bp
     from app.web.history import bp as history_bp
     from app.web.sessions import bp as sessions_bp
     from app.web.settings import bp as settings_bp
     from app.web.wizard import bp as wizard_bp
 
+    _configure_cookie(app)
+    app.extensions["maider_login_links"] = LoginLinks()
     security.init_app(app)
+    access.init_app(app)
+    limiter.init_app(app)
     filters.init_app(app)
     errors.init_app(app)
     app.register_blueprint(sessions_bp)
@@ -26,9 +38,25 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(settings_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(wizard_bp)
-    nav = [("sessions.index", "Sessions"), ("history.index", "History"), ("wizard.index", "Setup"),
-           ("settings.index", "Settings")]
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(team_bp)
+    # (endpoint, label[, least role]): a link shows only to users who may open it; Settings stays last.
+    nav = [("sessions.index", "Sessions"), ("history.index", "History"), ("wizard.index", "Setup", Role.ADMIN),
+           ("team.index", "Team", Role.ADMIN), ("settings.index", "Settings", Role.ADMIN)]
 
     @app.context_processor
     def _layout_context() -> dict[str, object]:
-        return {"demo_mode": app.config.get("MAIDER_DEMO", False), "nav_items": nav}
+        items = [(entry[0], entry[1], entry[2] if len(entry) > 2 else Role.VIEWER) for entry in nav]
+        return {"demo_mode": app.config.get("MAIDER_DEMO", False), "nav_items": items}
+
+
+def _configure_cookie(app: Flask) -> None:
+    """The sign-in cookie: named for the port (two maider servers on one laptop keep apart), HttpOnly, sent only on
+    requests this panel's own pages start (SameSite=Strict), Secure over TLS."""
+    port = app.config.get("MAIDER_PORT")
+    if app.config.get("SESSION_COOKIE_NAME") in (None, "session"):  # Flask's default: name it for maider
+        app.config["SESSION_COOKIE_NAME"] = f"maider_{port}" if port else "maider_session"
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
+    app.config["SESSION_COOKIE_SECURE"] = bool(app.config.get("MAIDER_TLS"))
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(days=7))
