@@ -118,7 +118,7 @@ def test_bad_sharegpt_files_say_why(tmp_path, content, message):
 
 def test_demo_vllm_timing_depends_on_prompt_length_load_and_gpu():
     from app.simulator.fake_vllm import gpu_timing
-    ada = FakeVllmConfig(model_id="m", served_name="m", ttft_s=0.05, itl_s=0.02,
+    ada = FakeVllmConfig(model_id="m", served_name="m", ttft_s=0.05,
                          **gpu_timing("NVIDIA RTX 4000 Ada Generation", 1, 0.02, 3000.0, 0.03))
     assert ada.ttft_for(2048, 1) > ada.ttft_for(16, 1)  # prefill
     assert ada.ttft_for(16, 64) > ada.ttft_for(16, 1) and ada.itl_for(64) > ada.itl_for(1)  # a busier batch
