@@ -4,7 +4,8 @@ Run: ``.venv/bin/python bench/tunnel.py [--requests N]``. Loopback only, bounded
 
 Paths measured against one fake vLLM (20 ms between streamed tokens):
 - direct: straight to the fake vLLM's port;
-- maider -> paramiko sshd: ``TunnelSupervisor`` over paramiko to the simulated VM's SSH server;
+- maider -> paramiko sshd: ``TunnelSupervisor`` over paramiko to the simulated VM's SSH server (with the Host check
+  on each connection's first request head, as every session's API forward has it);
 - ssh -L -> paramiko sshd: the OpenSSH client forwarding through the same server;
 - and, when OpenSSH's sshd is installed and we are root, both tunnels again through a real sshd on loopback,
   where the 44 ms Nagle/delayed-ACK stall shows unless TCP_NODELAY is set on both ends (maider's pty session).
@@ -245,7 +246,8 @@ def main() -> None:
             def factory() -> RemoteHost:
                 return RemoteHost("127.0.0.1", ssh_port, host_key, client_key)
 
-            return tunnels.open(key, factory, [ForwardSpec("api", remote_port, free_port())])["api"]
+            # front="http": the Host check every session's API forward does on each connection's first request
+            return tunnels.open(key, factory, [ForwardSpec("api", remote_port, free_port(), front="http")])["api"]
 
         results.append(measure("direct", vm["vllm"], n))
         results.append(measure("maider -> paramiko sshd", maider_tunnel("sim", vm["ssh"], 8000), n))
