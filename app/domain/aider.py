@@ -65,3 +65,10 @@ def aider_command(env_file_path: str, metadata_path: str) -> str:
     """The copy-button command: sources ``.aider-env`` and starts aider with the metadata file; no secret in it."""
     return (f"source {shell_quote(env_file_path)} && "
             f"aider --model \"$AIDER_MODEL\" --model-metadata-file {shell_quote(metadata_path)}")
+
+
+def proxy_aider_command(api_base: str, served_name: str, key_variable: str = "MAIDER_API_KEY") -> str:
+    """A teammate's command: the panel's OpenAI-compatible proxy with their own key, read from an environment
+    variable so the key never shows in the command."""
+    return (f"OPENAI_API_BASE={shell_quote(api_base)} OPENAI_API_KEY=\"${key_variable}\" "
+            f"aider --model {shell_quote('openai/' + served_name)}")

@@ -18,6 +18,7 @@ def init_app(app: Flask) -> None:
     from app.models import Role
     from app.web import access, errors, filters, security
     from app.web.auth import bp as auth_bp
+    from app.web.proxy import bp as proxy_bp
     from app.web.rate_limit import limiter
     from app.web.team import bp as team_bp
     from app.web.api import bp as api_bp
@@ -40,6 +41,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(wizard_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(team_bp)
+    app.register_blueprint(proxy_bp)
     # (endpoint, label[, least role]): a link shows only to users who may open it; Settings stays last.
     nav = [("sessions.index", "Sessions"), ("history.index", "History"), ("wizard.index", "Setup", Role.ADMIN),
            ("team.index", "Team", Role.ADMIN), ("settings.index", "Settings", Role.ADMIN)]

@@ -8,10 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from flask import render_template
+from flask import current_app, render_template, request, url_for
 
 from app.models import Session, utcnow
+from app.domain.aider import proxy_aider_command
 from app.services import aider as aider_service
+from app.services import model_proxy
+from app.services import users as users_service
+from app.web.access import current_user
 from app.web.sessions import timeline, views
 from app.web.sessions.forms import SwitchModelForm
 
@@ -33,11 +37,33 @@ def _timeline_version(session: Session) -> tuple:
 
 
 def _aider_context(session: Session) -> dict[str, Any]:
+    user = current_user()
+    if user is not None and not user.is_owner:  # a teammate: .aider-env is on the owner's laptop, not theirs
+        return {"aider_command": proxy_aider_command(_proxy_base(session), session.served_name), "aider_env": None,
+                "via_proxy": True}
     return {"aider_command": aider_service.command_for(session), "aider_env": views.aider_env_path(session)}
+
+
+def _proxy_base(session: Session) -> str:
+    base = current_app.config.get("MAIDER_PUBLIC_URL") or request.host_url
+    return base.rstrip("/") + url_for("proxy.models", name=session.name).removesuffix("/models")
+
+
+def _share_context(session: Session) -> dict[str, Any]:
+    user = current_user()
+    return {"proxy_base": _proxy_base(session), "usage": model_proxy.usage_for(session),
+            "my_key_prefix": users_service.api_key_prefix(user) if user is not None else None}
+
+
+def _share_version(session: Session) -> tuple:
+    user = current_user()
+    rows = tuple((u.user_name, u.requests, u.completion_tokens) for u in model_proxy.usage_for(session))
+    return (session.status, rows, users_service.api_key_prefix(user) if user is not None else None)
 
 
 SECTIONS: dict[str, Section] = {
     "aider": Section("sessions/_aider.html", "10s", lambda s: (s.status, s.workdir), _aider_context),
+    "share": Section("sessions/_share.html", "10s", _share_version, _share_context),
     "tunnel": Section("sessions/_tunnel.html", "5s",
                       lambda s: (s.status, s.tunnel_state, s.api_port, s.webui_port, s.destroy_requested_at,
                                  (s.engine_state or {}).get("ports_moved")),
