@@ -120,6 +120,7 @@ class SimulatedProvider:
         self.home = Path(home)
         self.behaviour_for = behaviour_for or demo_behaviour
         self._records_path = self.home / "simulated" / "instances.json"
+        self._last_id_path = self.home / "simulated" / "last_instance_id"
 
     def regions(self) -> list[Region]:
         return list(SIMULATED_REGIONS)
@@ -140,7 +141,7 @@ class SimulatedProvider:
                 env_file = read_cloud_config(spec.user_data).env_file
             except (ValueError, AttributeError) as exc:
                 raise InvalidRequest(f"user data is not a usable cloud-config: {exc}", field="metadata") from None
-            instance_id = str(max((int(i) for i in records), default=FIRST_INSTANCE_ID - 1) + 1)
+            instance_id = self._next_instance_id(records)
             tags = tuple(dict.fromkeys((*spec.tags, OWNER_TAG)))
             record = {"label": spec.label, "region": spec.region, "plan": spec.plan, "price": plan.hourly_price,
                       "tags": list(tags), "created_at": _utcnow().isoformat(), "user_data": spec.user_data,
@@ -211,6 +212,18 @@ class SimulatedProvider:
                 records[instance_id]["ssh_port"] = record["ssh_port"] = vm.ssh_port
                 self._save(records)
         return vm
+
+    def _next_instance_id(self, records: dict[str, dict[str, Any]]) -> str:
+        """A fresh id, never one handed out before on this home, even for an instance deleted since (like a real
+        cloud): a stale reference to a destroyed VM must not reach a new one. The last id is kept in a file."""
+        try:
+            last = int(self._last_id_path.read_text())
+        except (OSError, ValueError):
+            last = FIRST_INSTANCE_ID - 1
+        instance_id = max(last, *(int(i) for i in records), FIRST_INSTANCE_ID - 1) + 1
+        self._last_id_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._last_id_path.write_text(f"{instance_id}\n")
+        return str(instance_id)
 
     def _load(self) -> dict[str, dict[str, Any]]:
         if not self._records_path.is_file():
