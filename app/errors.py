@@ -41,3 +41,22 @@ class InvalidTransition(UserError):
         super().__init__(f"a session in state '{current}' cannot move to '{target}'")
         self.current = current
         self.target = target
+
+
+class FieldError(UserError):
+    """Request fields break maider's rules (a folder that does not exist); ``fields`` maps each to its problem."""
+
+    def __init__(self, fields: dict[str, str], message: str | None = None) -> None:
+        super().__init__(message or "; ".join(f"{name}: {problem}" for name, problem in fields.items()))
+        self.fields = dict(fields)
+
+
+class MalformedRequest(FieldError):
+    """The request's shape is wrong: not JSON, not an object, or a field of the wrong type, pattern or range."""
+
+    def __init__(self, fields: dict[str, str] | None = None, message: str | None = None) -> None:
+        super().__init__(fields or {}, message)
+
+
+class ConflictError(UserError):
+    """The request clashes with what exists now (a live session already holds the name)."""

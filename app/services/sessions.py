@@ -17,11 +17,16 @@ from app.config import Settings, load_settings
 from app.domain.cost import accrued_cost, runtime
 from app.engine.claims import claimed
 from app.engine.state import record_event, transition
-from app.errors import NotFoundError, UserError
+from app.errors import ConflictError, FieldError, NotFoundError, UserError
 from app.extensions import db
 from app.models import OrphanInstance, Session, SessionState, utcnow
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,39}"  # matched whole (re.fullmatch): "x\n" is not a name
+NAME_RE = re.compile(NAME_PATTERN)
+NAME_ATTEMPTS = 20  # an automatic name taken by a concurrent launch moves on to the next number this often
+# Project folders the server never writes aider's files into, even when its user owns them (a server run as root).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
+               "/var/lib", "/var/log", "/var/run", "/var/spool")
 # In demo mode a launch works with no configuration at all.
 DEMO_DEFAULTS = {"region": "us-ord", "plan": "g2-gpu-rtx4000a1-s", "model_id": "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"}
 
@@ -82,9 +87,9 @@ def get_session(name: str) -> Session:
 
 
 def live_clause():
-    """Live = on the dashboard: not destroyed, and not failed with its VM already gone."""
-    return sa.and_(Session.status != SessionState.DESTROYED.value,
-                   sa.not_(sa.and_(Session.status == SessionState.FAILED.value, Session.destroyed_at.is_not(None))))
+    """Live = on the dashboard and holding its name: the VM is not confirmed gone (destroyed, or failed with the VM
+    deleted). The same condition as the unique index on live names (``models.LIVE_NAME_INDEX``)."""
+    return Session.destroyed_at.is_(None)
 
 
 def live_sessions() -> list[Session]:
@@ -116,7 +121,7 @@ def dashboard_overview(now: datetime | None = None) -> Overview:
             spent_today += accrued_cost(session.hourly_price, runtime(max(started, midnight), session.destroyed_at,
                                                                       now))
     orphans = list(db.session.scalars(sa.select(OrphanInstance).order_by(OrphanInstance.first_seen_at)))
-    return Overview(live, orphans, burn, spent_today, spent_total, now)
+    return Overview(live, orphans, burn + sum(o.hourly_price for o in orphans), spent_today, spent_total, now)
 
 
 def _name_for(model_id: str) -> str:
@@ -167,7 +172,11 @@ def _with_cheapest_plan(settings: Settings, report) -> Settings:
 
 
 def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, provider=None) -> Session:
-    """Validate the request (config, plan in region, model fits) and queue the launch; no VM exists yet."""
+    """Validate the request (config, plan in region, model fits) and queue the launch; no VM exists yet.
+
+    The name is checked here for a friendly message; the unique index on live names decides races: a launch that
+    loses one gets ConflictError, or, with an automatic name, the next free number.
+    """
     from flask import current_app
 
     from app.engine.runtime import runtime
@@ -175,20 +184,44 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
 
     settings = _effective_settings(request, demo)
     name = request.name or _name_for(settings.model_id or "session")
-    if not NAME_RE.match(name):
-        raise UserError(f"'{name}' is not a valid session name: use lower-case letters, digits and dashes "
+    if not NAME_RE.fullmatch(name):
+        raise UserError(f"{name!r} is not a valid session name: use lower-case letters, digits and dashes "
                         "(at most 40, starting with a letter or digit)")
-    existing = db.session.scalar(sa.select(Session).where(
-        Session.name == name, Session.status != SessionState.DESTROYED.value, Session.destroyed_at.is_(None)))
-    if existing is not None:
-        raise UserError(f"a session named '{name}' already exists ({existing.state.label}); pick another name "
-                        f"or destroy it first")
+    _refuse_taken(name)
     provider = provider or runtime(current_app._get_current_object()).provider(settings.provider, request.workdir)
     if settings.plan is None and settings.region and settings.model_id:
         settings = _with_cheapest_plan(settings, validate_launch(settings, provider, home))
     report = validate_launch(settings, provider, home)
     if not report.ok:
         raise UserError("cannot launch: " + "; ".join(str(p) for p in report.problems))
+    for _attempt in range(NAME_ATTEMPTS):
+        session = _queue_launch(request, settings, report, name)
+        try:
+            db.session.commit()
+        except sa.exc.IntegrityError:
+            db.session.rollback()
+            if request.name or not _live_named(name):
+                _refuse_taken(name)
+                raise
+            name = _name_for(settings.model_id or "session")
+        else:
+            return session
+    raise ConflictError("every automatic name was taken by concurrent launches; give this session a name")
+
+
+def _live_named(name: str) -> Session | None:
+    return db.session.scalar(sa.select(Session).where(Session.name == name, live_clause()))
+
+
+def _refuse_taken(name: str) -> None:
+    existing = _live_named(name)
+    if existing is not None:
+        raise ConflictError(f"a session named '{name}' already exists ({existing.state.label}); pick another name "
+                            "or destroy it first")
+
+
+def _queue_launch(request: LaunchRequest, settings: Settings, report, name: str) -> Session:
+    """Add the session row and its first events to the transaction (the caller commits)."""
     plan = report.plan
     fit = report.fit
     tp = settings.tensor_parallel_size or (fit.tp if fit is not None and getattr(fit, "tp", None) else plan.gpus)
@@ -214,8 +247,27 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
                                     f"at ${plan.hourly_price:.2f}/h", actor=request.actor)
     for note in report.notes:
         record_event(session, "note", note, actor="maider")
-    db.session.commit()
     return session
+
+
+def checked_workdir(path: str) -> str:
+    """A project folder a client named: an existing directory the server's user owns, outside the system's folders
+    (aider's files, with the API key, are written there). FieldError otherwise."""
+    import os
+
+    try:
+        resolved = Path(path).resolve()
+        owner = resolved.stat().st_uid if resolved.is_dir() else None
+    except (OSError, RuntimeError, ValueError):  # a name too long, a symlink loop, a NUL byte
+        owner = None
+    if owner is None:
+        raise FieldError({"workdir": f"{path!r} is not an existing directory"})
+    if owner != os.geteuid():
+        raise FieldError({"workdir": f"{path!r} belongs to another user; use a folder of your own"})
+    text = str(resolved)
+    if text == "/" or any(text == d or text.startswith(d + "/") for d in SYSTEM_DIRS):
+        raise FieldError({"workdir": f"{path!r} is a system folder; use your project's folder"})
+    return text
 
 
 def request_destroy(name: str, actor: str = "local") -> Session:

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from flask import current_app, jsonify, request
 
 from app.domain.server_proof import is_valid_nonce, server_proof
-from app.errors import UserError
+from app.errors import ConflictError, FieldError, MalformedRequest, NotFoundError, UserError
 from app.services import aider as aider_service
 from app.services import cleanup as cleanup_service
 from app.services import sessions as sessions_service
 from app.services import tunnels as tunnels_service
-from app.web.api import bp
+from app.web import schemas
+from app.web.api import bp, openapi
 from app.web.api.serialize import event_json, orphan_json, session_json
+
+ORPHAN_ID = f"int(max={schemas.MAX_DB_ID})"  # a larger id names no row: 404, not an overflow in SQLite
 
 
 def _home() -> Path:
@@ -24,23 +26,26 @@ def _actor() -> str:
     return (request.headers.get("X-Maider-Actor") or "api")[:64]
 
 
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise UserError("the request body must be a JSON object")
-    return body
+@bp.before_request
+def _documented_query_only():
+    """A query parameter the route does not read is refused, as an unknown body field is (the document lists them)."""
+    operation = openapi.OPERATIONS.get(request.endpoint or "")
+    unknown = [key for key in request.args if operation is not None and key not in operation.query]
+    if unknown:
+        raise MalformedRequest({key[:40]: "is not a parameter of this request" for key in unknown[:5]})
 
 
-def _int_or_none(body: dict[str, Any], key: str) -> int | None:
-    value = body.get(key)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{key} must be a whole number, not {value!r}") from None
+@bp.errorhandler(UserError)
+def _user_error(error: UserError):
+    """``{"error": message, "status": code}`` (with ``fields`` and the first ``field`` for field errors): 400 for a
+    malformed request, 404 for a missing session, 409 for a name taken, 422 for a request maider's rules refuse."""
+    status = (400 if isinstance(error, MalformedRequest) else 404 if isinstance(error, NotFoundError)
+              else 409 if isinstance(error, ConflictError) else 422)
+    body: dict = {"error": str(error), "status": status}
+    if isinstance(error, FieldError) and error.fields:
+        body["fields"] = error.fields
+        body["field"] = next(iter(error.fields))
+    return jsonify(body), status
 
 
 @bp.get("/health")
@@ -51,7 +56,7 @@ def health():
     nonce = request.args.get("nonce")
     if nonce is not None:
         if not is_valid_nonce(nonce):
-            raise UserError("nonce must be 16 to 128 characters of A-Z, a-z, 0-9, '-' or '_'")
+            raise MalformedRequest({"nonce": "must be 16 to 128 characters of A-Z, a-z, 0-9, '-' or '_'"})
         answer["proof"] = server_proof(str(current_app.config.get("MAIDER_API_TOKEN") or ""), nonce)
     return jsonify(answer)
 
@@ -72,15 +77,12 @@ def list_sessions():
 @bp.post("/sessions")
 def create_session():
     """Request a launch; the workers create the VM."""
-    body = _body()
+    body = schemas.LAUNCH.parse(schemas.json_body())
+    workdir = body.pop("workdir")
+    body["keep_on_failure"] = body["keep_on_failure"] is True
     launch = sessions_service.LaunchRequest(
-        workdir=str(body.get("workdir") or current_app.config["MAIDER_WORKDIR"]), name=body.get("name") or None,
-        actor=_actor(), region=body.get("region") or None, plan=body.get("plan") or None,
-        model_id=body.get("model_id") or None, served_name=body.get("served_name") or None,
-        max_model_len=_int_or_none(body, "max_model_len"),
-        tensor_parallel_size=_int_or_none(body, "tensor_parallel_size"),
-        keep_on_failure=bool(body.get("keep_on_failure")),
-    )
+        **body, actor=_actor(),
+        workdir=sessions_service.checked_workdir(workdir) if workdir else current_app.config["MAIDER_WORKDIR"])
     session = sessions_service.request_launch(launch, home=_home(), demo=bool(current_app.config.get("MAIDER_DEMO")))
     return jsonify(session_json(session)), 201
 
@@ -101,7 +103,7 @@ def destroy_session(name: str):
 def session_events(name: str):
     """The session's events after ?after=<id>."""
     session = sessions_service.get_session(name)
-    after = request.args.get("after", 0, type=int)
+    after = schemas.query_int("after", schemas.EVENT_ID, 0)
     return jsonify({"events": [event_json(e) for e in sessions_service.events_for(session, after)]})
 
 
@@ -120,13 +122,9 @@ def extend_session(name: str):
 @bp.post("/sessions/<name>/model")
 def switch_model(name: str):
     """Switch the model on a running VM."""
-    body = _body()
-    model_id = str(body.get("model_id") or "").strip()
-    if not model_id:
-        raise UserError("model_id is required")
-    session = sessions_service.switch_model(
-        name, model_id, home=_home(), max_model_len=_int_or_none(body, "max_model_len"),
-        tensor_parallel_size=_int_or_none(body, "tensor_parallel_size"), actor=_actor())
+    body = schemas.SWITCH_MODEL.parse(schemas.json_body())
+    session = sessions_service.switch_model(name, body["model_id"], home=_home(), max_model_len=body["max_model_len"],
+                                            tensor_parallel_size=body["tensor_parallel_size"], actor=_actor())
     return jsonify(session_json(session)), 202
 
 
@@ -139,9 +137,9 @@ def aider_files(name: str):
 @bp.post("/cleanup")
 def cleanup():
     """Forget sessions whose VMs the provider confirms gone (or one the user deleted by hand, with force)."""
-    body = _body()
-    result = cleanup_service.cleanup(_home(), session_name=body.get("session") or None,
-                                     force=bool(body.get("force")), actor=_actor())
+    body = schemas.CLEANUP.parse(schemas.json_body())
+    result = cleanup_service.cleanup(_home(), session_name=body["session"], force=body["force"] is True,
+                                     actor=_actor())
     return jsonify({"removed": result.removed, "kept": [{"name": n, "why": w} for n, w in result.kept]})
 
 
@@ -151,13 +149,19 @@ def list_orphans():
     return jsonify({"orphans": [orphan_json(o) for o in cleanup_service.orphans()]})
 
 
-@bp.post("/orphans/<int:orphan_id>/adopt")
+@bp.post(f"/orphans/<{ORPHAN_ID}:orphan_id>/adopt")
 def adopt_orphan(orphan_id: int):
     """Track an orphan VM as a session."""
     return jsonify(session_json(cleanup_service.adopt_orphan(orphan_id, _actor())))
 
 
-@bp.delete("/orphans/<int:orphan_id>")
+@bp.delete(f"/orphans/<{ORPHAN_ID}:orphan_id>")
 def destroy_orphan(orphan_id: int):
     """Destroy an orphan VM (tracked until the provider confirms)."""
     return jsonify(session_json(cleanup_service.destroy_orphan(orphan_id, _actor()))), 202
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """This API as an OpenAPI 3 document, generated from the same schemas the routes parse with."""
+    return jsonify(openapi.document(current_app.url_map))

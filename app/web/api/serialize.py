@@ -15,7 +15,7 @@ def _iso(value: datetime | None) -> str | None:
 def session_json(session: Session, now: datetime | None = None) -> dict[str, Any]:
     cost = sessions_service.session_cost(session, now)
     return {
-        "name": session.name, "status": session.status, "status_label": session.state.label,
+        "uid": session.uid, "name": session.name, "status": session.status, "status_label": session.state.label,
         "status_reason": session.status_reason, "status_message": session.status_message,
         "stage_detail": session.stage_detail, "provider": session.provider, "instance_id": session.instance_id,
         "region": session.region, "plan": session.plan, "gpus": session.gpus, "gpu_name": session.gpu_name,
