@@ -37,6 +37,9 @@ def test_a_sweep_measures_every_level_with_token_counts_from_usage(vllm):
         assert all(o.ttft >= 0.01 for o in run.outcomes)
         result = summarize(run.outcomes, run.duration)
         assert result["completed"] == 6 and result["total_output_tokens"] == 72
+    serial = runs[0].outcomes  # concurrency 1: each request starts after the previous one ended
+    assert all(later.started_at >= earlier.started_at + earlier.latency
+               for earlier, later in zip(serial, serial[1:]))
 
 
 def test_chat_counts_tokens_from_usage_not_chunks(vllm):

@@ -70,6 +70,7 @@ class RunControl:
     cancel: threading.Event = field(default_factory=threading.Event)
     # (level index, requests done, requests in the level, output tokens so far, seconds since the level started)
     on_progress: Callable[[int, int, int, int, float], None] | None = None
+    on_level: Callable[[LevelRun], None] | None = None  # after each finished level, outside any timed window
 
 
 class _ConnectionSlots:
@@ -84,6 +85,7 @@ class _ConnectionSlots:
         self.limit = limit
         self._idle: list[httpx.AsyncClient] = []
         self._all: list[httpx.AsyncClient] = []
+        self._busy = 0
         self._freed = asyncio.Condition()
         self._tls = ssl.create_default_context()  # built once: a context per client costs ~10 ms of CPU each
 
@@ -95,12 +97,14 @@ class _ConnectionSlots:
 
     async def acquire(self) -> httpx.AsyncClient:
         async with self._freed:
-            while not self._idle and self.limit is not None and len(self._all) >= self.limit:
+            while self.limit is not None and self._busy >= self.limit:
                 await self._freed.wait()
+            self._busy += 1
             return self._idle.pop() if self._idle else self._new_client()
 
     async def release(self, client: httpx.AsyncClient) -> None:
         async with self._freed:
+            self._busy -= 1
             self._idle.append(client)
             self._freed.notify()
 
@@ -262,6 +266,8 @@ async def run_sweep_async(target: Target, prompts: Sequence[Prompt], levels: Seq
             if run.cancelled:
                 raise Cancelled(runs)
             runs.append(run)
+            if control.on_level:
+                control.on_level(run)
     finally:
         await slots.aclose()
     return runs

@@ -19,6 +19,7 @@ import waitress
 from flask import Flask, Response, jsonify, request
 from waitress import wasyncore
 
+VLLM_VERSION = "0.11.0"  # what the demo reports on GET /version, like the image maider pins
 REPLY_WORDS = ("Sure", ",", " here", " is", " a", " small", " change", ":", " the", " function", " now",
                " returns", " early", " when", " the", " list", " is", " empty", ".", "\n")
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -160,6 +161,10 @@ def create_fake_vllm_app(config: FakeVllmConfig, counters: VllmCounters) -> Flas
     @app.get("/health")
     def health() -> Response:
         return Response(b"", 200)
+
+    @app.get("/version")
+    def version() -> Response:
+        return jsonify({"version": VLLM_VERSION})
 
     @app.get("/v1/models")
     def models() -> Response:
