@@ -12,10 +12,12 @@ import os
 import secrets
 import signal
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from app import create_app
+from app.web.proxy.routes import close_upstream
 from app.database_check import DATABASE_FILE, DatabaseDamaged, check_database
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,26 @@ class AlreadyRunning(RuntimeError):
     """Another maider server owns this MAIDER_HOME."""
 
 
+class ShareRefused(RuntimeError):
+    """``--share`` was asked for, but sharing now would expose a panel nobody can sign in to safely."""
+
+
+@dataclass(frozen=True)
+class ShareOptions:
+    """Where and how ``--share`` serves HTTPS."""
+
+    host: str  # the address the TLS front binds
+    port: int
+    names: tuple[str, ...]  # the host names (and addresses) teammates use: the Host guard accepts only these
+    cert_path: Path | None = None  # the user's certificate, else a self-signed one is made in MAIDER_HOME
+    key_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        name = self.names[0]
+        return f"https://{'[' + name + ']' if ':' in name else name}:{self.port}"
+
+
 def acquire_owner_lock(home: Path):
     """One server per MAIDER_HOME: two sets of workers would race for the same VMs. Returns the open lock file."""
     handle = open(home / LOCK_FILE, "a+")
@@ -105,6 +127,35 @@ def acquire_owner_lock(home: Path):
     return handle
 
 
+def _share_front(app, home: Path, share: ShareOptions, backend_port: int):
+    """The HTTPS front for ``--share``: only once a teammate can sign in, and only over TLS."""
+    from app.services.users import has_teammates
+    from app.share_front import PeerMap, RestorePeer, TlsFront, server_context
+    from app.tls import own_certificate, self_signed
+
+    with app.app_context():
+        if not has_teammates():
+            raise ShareRefused(
+                "--share needs at least one teammate who can sign in: start 'maider serve' without --share, add one "
+                "with 'maider user add NAME --role operator' (it prints their invite link), then restart with "
+                "--share.")
+    try:
+        if share.cert_path is not None and share.key_path is not None:
+            cert = own_certificate(share.cert_path, share.key_path)
+        else:
+            cert = self_signed(home, list(share.names))
+    except ValueError as exc:
+        raise ShareRefused(f"cannot serve HTTPS: {exc}") from None
+    app.config["MAIDER_TLS_FINGERPRINT"] = cert.fingerprint
+    peers = PeerMap()
+    app.wsgi_app = RestorePeer(app.wsgi_app, peers)
+    try:
+        return TlsFront(share.host, share.port, backend_port, server_context(str(cert.cert_path),
+                                                                            str(cert.key_path)), peers)
+    except OSError as exc:
+        raise ShareRefused(f"cannot listen on {share.host}:{share.port} for --share: {exc.strerror or exc}") from None
+
+
 def release_stale_leases(app) -> None:
     """This process now owns every session: leases held by a killed predecessor are void."""
     from app.extensions import db
@@ -115,7 +166,8 @@ def release_stale_leases(app) -> None:
         db.session.commit()
 
 
-def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool = True, threads: int = 8) -> None:
+def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool = True, threads: int = 8,
+               share: ShareOptions | None = None) -> None:
     """Serve until interrupted; workers stop with the server."""
     from waitress import create_server
 
@@ -130,11 +182,19 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
         lock.close()
         raise
     api_token = secrets.token_urlsafe(32)
-    config = {"MAIDER_HOME": str(data_home), "MAIDER_DEMO": demo, "MAIDER_API_TOKEN": api_token}
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    config = {"MAIDER_HOME": str(data_home), "MAIDER_DEMO": demo, "MAIDER_API_TOKEN": api_token,
+              "MAIDER_PORT": port, "MAIDER_LOCAL_URL": url}
     if demo:
         config["MAIDER_TIMINGS"] = DEMO_TIMINGS
+    if share is not None:
+        config.update(MAIDER_PUBLIC_URL=share.url, MAIDER_ALLOWED_HOSTS=[n.lower() for n in share.names])
     app = create_app(config)
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    try:
+        front = _share_front(app, home, share, port) if share is not None else None
+    except ShareRefused:
+        lock.close()
+        raise
     release_stale_leases(app)
     supervisor = None
     if start_workers:
@@ -147,11 +207,21 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
     write_server_file(home, url, demo, api_token)
     _install_shutdown_signals()
     print(f"maider panel: {url}/{'  (demo mode)' if demo else ''}", flush=True)
+    print(f"Sign in (this link works once; 'maider open' prints another): {url}/login?token="
+          f"{app.extensions['maider_login_links'].mint()}", flush=True)
+    if front is not None:
+        front.start()
+        print(f"Shared with your team at {share.url}/ (HTTPS; certificate SHA-256 fingerprint "
+              f"{app.config['MAIDER_TLS_FINGERPRINT']}). Teammates sign in with the password they chose from "
+              "their invite link.", flush=True)
     try:
         server.run()
     finally:
         remove_server_file(home)
+        if front is not None:
+            front.stop()
         server.close()
+        close_upstream(app)
         if supervisor is not None:
             supervisor.stop()
         lock.close()

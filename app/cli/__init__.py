@@ -6,7 +6,7 @@ import logging
 import click
 
 from app import redaction
-from app.cli import catalog, diagnose, serve, sessions, validate, wizard
+from app.cli import catalog, diagnose, serve, sessions, users, validate, wizard
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,6 +20,6 @@ def main(verbose: bool) -> None:
     redaction.install()
 
 
-for _module in (serve, wizard, validate, catalog, sessions, diagnose):
+for _module in (serve, wizard, validate, catalog, sessions, diagnose, users):
     for _command in _module.commands:
         main.add_command(_command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
 
 from app.services.login_links import LoginLinks
 
@@ -61,4 +62,12 @@ def _configure_cookie(app: Flask) -> None:
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
     app.config["SESSION_COOKIE_SECURE"] = bool(app.config.get("MAIDER_TLS"))
+    app.session_interface = _SecureOverTlsSessions()
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(days=7))
+
+
+class _SecureOverTlsSessions(SecureCookieSessionInterface):
+    """Mark the cookie Secure on every request that came over HTTPS (``--share``'s front), whatever the config."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure

@@ -1,0 +1,102 @@
+"""Users and sign-in links over the API, for ``maider open`` and ``maider user ...``.
+
+Only the holder of the API token (the laptop's owner, through the CLI) reaches these; they act as the owner.
+Invite links and proxy keys are returned once, in the answer, and never stored in plain text.
+"""
+from __future__ import annotations
+
+from flask import current_app, jsonify, request, url_for
+
+from app.errors import NotFoundError
+
+from app.services import users as users_service
+from app.web import schemas
+from app.web.api import bp
+
+USER_NAME = schemas.Text(users_service.USER_NAME_RE.pattern, 40,
+                         "use a lowercase letter first, then letters, digits, '.', '_' or '-' (at most 40)", "ana")
+ROLE = schemas.Text(r"viewer|operator|admin", 8, "use viewer, operator or admin", "operator")
+NEW_USER = schemas.Body("NewUser", {"name": USER_NAME, "role": ROLE}, required=("name",),
+                        descriptions={"role": "default: viewer"})
+ROLE_CHANGE = schemas.Body("RoleChange", {"role": ROLE}, required=("role",))
+
+
+def _owner_actor() -> str:
+    return f"{users_service.ensure_owner().name} (cli)"
+
+
+def panel_url(path: str) -> str:
+    """An absolute panel URL: on the shared (HTTPS) address when sharing, else on loopback."""
+    base = current_app.config.get("MAIDER_PUBLIC_URL") or _local_base()
+    return base.rstrip("/") + path
+
+
+def _local_base() -> str:
+    return (current_app.config.get("MAIDER_LOCAL_URL") or request.host_url).rstrip("/")
+
+
+def _user_json(user) -> dict:
+    state = "owner" if user.is_owner else "active" if user.password_hash else "invited"
+    return {"name": user.name, "role": user.role, "state": state,
+            "api_key_prefix": users_service.api_key_prefix(user),
+            "last_login_at": user.last_login_at.isoformat() + "Z" if user.last_login_at else None}
+
+
+@bp.post("/login-link")
+def login_link():
+    """A new one-time sign-in link for the owner's browser (``maider open``)."""
+    token = current_app.extensions["maider_login_links"].mint()
+    return jsonify({"url": f"{_local_base()}{url_for('auth.login', token=token)}"}), 201
+
+
+@bp.get("/users")
+def list_users():
+    """Everyone who may sign in, with role and state (no secret)."""
+    return jsonify({"users": [_user_json(u) for u in users_service.list_users()]})
+
+
+@bp.post("/users")
+def add_user():
+    """Add a teammate; the answer carries their single-use invite link (24 h)."""
+    body = NEW_USER.parse(schemas.json_body())
+    invite = users_service.add_user(body["name"], body["role"] or "viewer", _owner_actor())
+    return jsonify({"user": _user_json(invite.user),
+                    "invite_url": panel_url(url_for("auth.invite", token=invite.token))}), 201
+
+
+@bp.post("/users/<name>/invite")
+def reinvite_user(name: str):
+    """A fresh invite link (earlier ones stop working)."""
+    invite = users_service.reinvite(_existing_name(name), _owner_actor())
+    return jsonify({"user": _user_json(invite.user),
+                    "invite_url": panel_url(url_for("auth.invite", token=invite.token))}), 201
+
+
+@bp.post("/users/<name>/role")
+def change_role(name: str):
+    """Give a teammate another role (their browsers sign in again)."""
+    body = ROLE_CHANGE.parse(schemas.json_body())
+    return jsonify({"user": _user_json(users_service.set_role(_existing_name(name), body["role"], _owner_actor()))})
+
+
+@bp.post("/users/<name>/key")
+def new_key(name: str):
+    """A new proxy API key for the user (replacing theirs); returned once."""
+    user = users_service.get_user(_existing_name(name))
+    key = users_service.create_api_key(user, _owner_actor())
+    return jsonify({"user": _user_json(user), "key": key}), 201
+
+
+@bp.delete("/users/<name>")
+def remove_user(name: str):
+    """Remove a teammate: their sign-ins and key stop working at once."""
+    users_service.remove_user(_existing_name(name), _owner_actor())
+    return jsonify({"removed": name})
+
+
+def _existing_name(name: str) -> str:
+    """A path name that cannot be a user is simply not found (404), like any unknown name."""
+    try:
+        return USER_NAME.check(name)
+    except ValueError:
+        raise NotFoundError(f"no user named {name[:40]!r} (see 'maider user list')") from None
