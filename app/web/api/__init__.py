@@ -29,4 +29,5 @@ def _require_token():
 
 
 from app.web.api import routes  # noqa: E402,F401
+from app.web.api import users  # noqa: E402,F401
 from app.web.api import benchmarks  # noqa: E402,F401
