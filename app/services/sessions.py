@@ -187,7 +187,8 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
     if not NAME_RE.fullmatch(name):
         raise UserError(f"{name!r} is not a valid session name: use lower-case letters, digits and dashes "
                         "(at most 40, starting with a letter or digit)")
-    _refuse_taken(name)
+    if request.name:
+        _refuse_taken(name)
     provider = provider or runtime(current_app._get_current_object()).provider(settings.provider, request.workdir)
     if settings.plan is None and settings.region and settings.model_id:
         settings = _with_cheapest_plan(settings, validate_launch(settings, provider, home))
