@@ -10,8 +10,10 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def live_url(app):
+def live_url(app, page):
+    """The panel in a thread, with ``page`` signed in as the owner through a one-time link."""
     with serve_in_thread(app) as url:
+        page.goto(f"{url}/login?token={app.extensions['maider_login_links'].mint()}")
         yield url
 
 

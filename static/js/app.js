@@ -123,6 +123,17 @@
     toast(d.message || "That did not work.", d.level, d.title);
   });
 
+  // Signed out (cookie expired, user removed, role changed): say so once and stop polling until the page reloads.
+  var signedOut = false;
+  document.addEventListener("maider:signed-out", function () {
+    signedOut = true;
+    var el = document.getElementById("signed-out-banner");
+    if (el) el.hidden = false;
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (signedOut) event.preventDefault();
+  });
+
   // Polls that fail (server stopped, laptop asleep) raise one banner, which goes away at the next answer.
   var failures = 0;
   function banner(show) {

@@ -2,6 +2,7 @@
 model switch, destroy and history, with a teammate's tab watching the same session live."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -65,6 +66,17 @@ def panel(tmp_path: Path):
             process.wait()
 
 
+def sign_in(panel: dict, context) -> None:
+    """Sign a browser context in as the owner through a fresh one-time link, as 'maider open' prints it."""
+    info = json.loads((panel["home"] / "server.json").read_text())
+    link = httpx.post(f"{panel['url']}/api/v1/login-link", headers={"Authorization": f"Bearer {info['api_token']}"},
+                      timeout=10).json()["url"]
+    page = context.new_page()
+    page.goto(link)
+    expect(page).to_have_url(re.compile(r"/$"))
+    page.close()
+
+
 def _shot(page: Page, name: str, full: bool = True) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")
@@ -96,6 +108,8 @@ def test_first_run_to_history(panel, browser: Browser):
     mine = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=url)
     mine.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
     teammate = browser.new_context(viewport={"width": 1100, "height": 850}, base_url=url, color_scheme="dark")
+    sign_in(panel, mine)
+    sign_in(panel, teammate)
     page = mine.new_page()
     _watch_csp(page, problems)
     page.on("dialog", lambda dialog: dialog.accept())
@@ -191,7 +205,7 @@ def test_first_run_to_history(panel, browser: Browser):
 
     # The session page: header, timeline, tunnels, aider, Open WebUI.
     card.get_by_role("link", name="Open").click()
-    expect(page).to_have_url(re.compile(rf"/sessions/{SESSION}$"))
+    expect(page).to_have_url(re.compile(rf"/sessions/{SESSION}(\?uid=[0-9a-f]+)?$"))
     expect(page.locator("#session-header .state-badge")).to_have_text("Ready")
     expect(page).to_have_title(re.compile(rf"^{SESSION} · Ready · \$"))
     expect(page.locator("#session-tunnel [data-testid=tunnel-state]")).to_have_text("up")
