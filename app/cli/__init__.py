@@ -23,3 +23,6 @@ def main(verbose: bool) -> None:
 for _module in (serve, wizard, validate, catalog, sessions, diagnose, users):
     for _command in _module.commands:
         main.add_command(_command)
+
+from app.cli import benchmark  # noqa: E402
+main.add_command(benchmark.benchmark)
