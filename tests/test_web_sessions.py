@@ -334,7 +334,7 @@ def test_destroy_sets_destroy_requested_at_and_returns_the_card(client, ctx):
     assert f'id="session-{session.name}"' in body and "Destroy requested" in body
     assert "hx-delete" not in body  # no second destroy button
     event = db.session.query(Event).filter_by(session_id=session.id, kind="action").one()
-    assert event.actor == "panel"
+    assert event.actor == db.session.query(User).filter_by(is_owner=True).one().name  # who clicked, not "panel"
 
 
 def test_destroy_buttons_ask_for_confirmation(client, ctx):
