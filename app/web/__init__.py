@@ -23,6 +23,7 @@ def init_app(app: Flask) -> None:
     from app.web.rate_limit import limiter
     from app.web.team import bp as team_bp
     from app.web.api import bp as api_bp
+    from app.web.benchmarks import bp as benchmarks_bp
     from app.web.history import bp as history_bp
     from app.web.sessions import bp as sessions_bp
     from app.web.settings import bp as settings_bp
@@ -37,6 +38,7 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     app.register_blueprint(sessions_bp)
     app.register_blueprint(history_bp)
+    app.register_blueprint(benchmarks_bp)
     app.register_blueprint(settings_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(wizard_bp)
@@ -44,7 +46,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(team_bp)
     app.register_blueprint(proxy_bp)
     # (endpoint, label[, least role]): a link shows only to users who may open it; Settings stays last.
-    nav = [("sessions.index", "Sessions"), ("history.index", "History"), ("wizard.index", "Setup", Role.ADMIN),
+    nav = [("sessions.index", "Sessions"), ("history.index", "History"), ("benchmarks.index", "Benchmarks"),
+           ("wizard.index", "Setup", Role.ADMIN),
            ("team.index", "Team", Role.ADMIN), ("settings.index", "Settings", Role.ADMIN)]
 
     @app.context_processor
