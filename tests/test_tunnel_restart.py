@@ -118,6 +118,27 @@ def test_a_port_taken_meanwhile_moves_and_the_aider_files_and_page_say_so(demo_a
         squatter.close()
 
 
+def test_a_demo_vm_whose_ssh_port_was_taken_comes_back_elsewhere_and_the_session_follows(demo_app, tmp_path):
+    workdir = tmp_path / "project"
+    before = ready_session(demo_app, "resshed", workdir)
+    with demo_app.app_context():
+        old_ssh = db.session.get(Session, before.id).ssh_port
+    demo_app.restart()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", old_ssh))
+    squatter.listen(1)
+    try:
+        restore_tunnels(demo_app)
+        with demo_app.app_context():
+            session = db.session.get(Session, before.id)
+            events = [e.message for e in db.session.scalars(db.select(Event).where(Event.session_id == before.id))]
+        assert session.ssh_port != old_ssh and any(f"SSH port moved {old_ssh} → " in m for m in events)
+        wait_for(lambda: answers(workdir / ".aider-env"), timeout=20)  # same host key: the pinned key still fits
+    finally:
+        squatter.close()
+
+
 # --- The whole thing on a real server: kill -9 with 20 ready demo sessions, then a restart. ---
 
 SESSIONS = 20

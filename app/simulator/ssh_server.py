@@ -108,7 +108,11 @@ class SshServer:
         self.username = username
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", port))
+        try:
+            self._listener.bind(("127.0.0.1", port))
+        except OSError:
+            self._listener.close()
+            raise
         self.port: int = self._listener.getsockname()[1]
         self._stopped = threading.Event()
         self._lock = threading.Lock()
