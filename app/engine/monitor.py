@@ -21,6 +21,7 @@ from app.remote import RemoteError
 
 log = logging.getLogger(__name__)
 
+SAMPLE_RING = 240  # live-chart samples kept per session: 20 minutes at the 5 s health interval, then the oldest go
 VM_DETAIL_EVERY_S = 30  # nvidia-smi and the vLLM log tail: often enough to be live, rare enough to cost nothing
 LOG_TAIL_LINES = 80
 
@@ -89,7 +90,17 @@ def _check(app: Flask, session: Session) -> None:
         "waiting": snapshot.requests_waiting, "generation_tokens": snapshot.generation_tokens,
         "tokens_per_s": max(rate, 0.0), "kv_cache_usage": snapshot.kv_cache_usage,
     }
+    state["samples"] = _with_sample(state.get("samples"), session, now, state["metrics"])
     session.engine_state = dict(state)  # a new object, so the JSON column is seen as changed
+
+
+def _with_sample(samples: list | None, session: Session, now, metrics: dict) -> list[list[float]]:
+    """The session's bounded ring of [time, output tok/s, running, waiting, KV use, cost so far] for live charts."""
+    started = session.billing_started_at
+    cost = session.hourly_price * max(0.0, (now - started).total_seconds()) / 3600 if started else 0.0
+    sample = [round(now.timestamp(), 1), round(metrics["tokens_per_s"], 2), metrics["running"], metrics["waiting"],
+              round(metrics["kv_cache_usage"], 4), round(cost, 4)]
+    return [*(samples or [])[-(SAMPLE_RING - 1):], sample]
 
 
 def run_once(app: Flask) -> int:

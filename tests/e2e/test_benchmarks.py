@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from test_journey import _shot, _watch_csp, panel, sign_in  # noqa: F401  (panel is a fixture)
+from test_journey import SHOTS, _shot, _watch_csp, panel, sign_in  # noqa: F401  (panel is a fixture)
 
 pytestmark = pytest.mark.browser
 SESSION = "bench-demo"
@@ -88,6 +88,13 @@ def test_run_watch_charts_compare_download(panel, browser: Browser, tmp_path):  
     expect(page.locator("#bench-charts")).to_have_attribute("data-loaded", "true")
     assert _points(page, "output_throughput") == 5  # 3 levels + 2 levels, overlaid
     _shot(page, "bench-04-compare")
+
+    page.goto(f"/sessions/{SESSION}")  # the monitor's samples, charted live on the session page
+    live = page.locator("#session-live-charts")
+    expect(live).to_have_attribute("data-loaded", "true")
+    assert int(live.locator("canvas[data-live='tokens_per_s']").get_attribute("data-points") or 0) >= 1
+    live.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "bench-06-session-live-charts.png"), full_page=False)
 
     narrow = browser.new_context(viewport={"width": 400, "height": 850}, base_url=panel["url"])
     sign_in(panel, narrow)
