@@ -18,11 +18,10 @@ from app.services import cleanup as cleanup_service
 from app.services import sessions as sessions_service
 from app.services import tunnels as tunnels_service
 from app.web import wants_partial
+from app.web.access import actor
 from app.web.sessions import bp, views
 from app.web.sessions.forms import LaunchForm, SwitchModelForm
 from app.web.sessions.sections import SECTIONS, render_section, section_context
-
-ACTOR = "panel"
 
 
 def _home() -> Path:
@@ -30,7 +29,20 @@ def _home() -> Path:
 
 
 def _load(name: str):
-    return sessions_service.get_session(name)
+    """The session a page or partial shows: the exact row its ``uid`` names (pages and partials always send it),
+    else the row the name addresses (the live one, or the newest ended one)."""
+    uid = request.args.get("uid")
+    return views.session_by_uid(name, uid) if uid else sessions_service.get_session(name)
+
+
+def _acting_on(name: str) -> str:
+    """The name an action may pass to a service: only when it still addresses the row the page shows, so a page
+    of an ended session can never destroy or change a newer live session that took its name."""
+    shown = _load(name)
+    if shown.uid != sessions_service.get_session(name).uid:
+        raise UserError(f"this page shows an earlier session named '{name}', which has ended; "
+                        "open the live one from the dashboard")
+    return name
 
 
 def _unchanged(version: str) -> bool:
@@ -89,7 +101,7 @@ def launch():
     if form.validate_on_submit():
         try:
             session = sessions_service.request_launch(sessions_service.LaunchRequest(
-                workdir=current_app.config["MAIDER_WORKDIR"], actor=ACTOR, name=form.name.data,
+                workdir=current_app.config["MAIDER_WORKDIR"], actor=actor(), name=form.name.data,
                 model_id=form.model_id.data, region=form.region.data, plan=form.plan.data,
                 max_model_len=form.max_model_len.data,
             ), home=_home(), demo=current_app.config["MAIDER_DEMO"])
@@ -111,8 +123,7 @@ def launch():
 @bp.get("/sessions/<name>")
 def detail(name: str):
     """Show one session: state, cost, timeline, tunnels, aider, Open WebUI, model switch, logs and events."""
-    uid = request.args.get("uid")
-    session = views.session_by_uid(name, uid) if uid else _load(name)
+    session = _load(name)
     sections = {part: Markup(render_template(spec.template, **section_context(part, session)))
                 for part, spec in SECTIONS.items()}
     return render_template("sessions/detail.html", s=views.view(session), sections=sections)
@@ -145,7 +156,7 @@ def section(name: str, section: str):
 @bp.delete("/sessions/<name>")
 def destroy(name: str):
     """Request destruction of the session's VM; return the card or page header in its new state."""
-    session = sessions_service.request_destroy(name, ACTOR)
+    session = sessions_service.request_destroy(_acting_on(name), actor())
     views.forget_totals()
     if request.args.get("view") == "header":
         return _with_trigger(render_template("sessions/_header.html", s=views.view(session)), "session-changed")
@@ -156,7 +167,7 @@ def destroy(name: str):
 @bp.post("/sessions/<name>/extend")
 def extend(name: str):
     """Reset the idle watchdog's timer."""
-    session = sessions_service.extend(name, ACTOR)
+    session = sessions_service.extend(_acting_on(name), actor())
     return _with_trigger(render_template("sessions/_header.html", s=views.view(session),
                                          notice="Watchdog timer reset."), "session-changed")
 
@@ -166,7 +177,7 @@ def reconnect(name: str):
     """Re-establish the session's SSH forwards on the same local ports."""
     session = _load(name)
     try:
-        tunnels_service.request_reconnect(current_app._get_current_object(), name, ACTOR)
+        tunnels_service.request_reconnect(current_app._get_current_object(), _acting_on(name), actor())
     except UserError as exc:
         return render_section("tunnel", session, None, message=str(exc), level="error")
     return render_section("tunnel", _load(name), None, message="Reconnecting the tunnels…", level="info")
@@ -179,8 +190,8 @@ def switch_model(name: str):
     session = _load(name)
     if form.validate_on_submit():
         try:
-            session = sessions_service.switch_model(name, form.model_id.data, home=_home(),
-                                                    max_model_len=form.max_model_len.data, actor=ACTOR)
+            session = sessions_service.switch_model(_acting_on(name), form.model_id.data, home=_home(),
+                                                    max_model_len=form.max_model_len.data, actor=actor())
         except UserError as exc:
             return render_section("switch", session, None, form=form, message=str(exc), level="error")
         return _with_trigger(render_section("switch", session, None), "session-changed")
@@ -190,14 +201,14 @@ def switch_model(name: str):
 @bp.post("/orphans/<int:orphan_id>/adopt")
 def adopt_orphan(orphan_id: int):
     """Track an orphan VM as a session, so its cost shows and it can be destroyed."""
-    cleanup_service.adopt_orphan(orphan_id, ACTOR)
+    cleanup_service.adopt_orphan(orphan_id, actor())
     return _orphans_changed()
 
 
 @bp.delete("/orphans/<int:orphan_id>")
 def destroy_orphan(orphan_id: int):
     """Destroy an orphan VM (tracked as a session until the provider confirms)."""
-    cleanup_service.destroy_orphan(orphan_id, ACTOR)
+    cleanup_service.destroy_orphan(orphan_id, actor())
     return _orphans_changed()
 
 
