@@ -12,7 +12,8 @@ import pytest
 
 from app.domain.openai_stream import SseUsageReader
 from app.extensions import db
-from app.models import ProxyUsage, SessionState
+from app.models import Session, SessionState
+from app.services import model_proxy
 from app.services import users as users_service
 from app.simulator.fake_vllm import LoopbackHttpServer
 from app.simulator.vm import VmBehaviour
@@ -76,8 +77,8 @@ def test_a_chat_completion_streams_through_the_proxy_token_by_token(app, ready, 
     # Tokens arrive as they are made, not all at the end: the first lands long before the last.
     assert len(arrivals) >= 10 and arrivals[1] < total / 2
     with app.app_context():
-        row = db.session.query(ProxyUsage).filter_by(user_name="ana").one()
-        assert row.requests == 1 and row.prompt_tokens > 0 and row.completion_tokens == 12
+        rows = {row.user_name: row for row in model_proxy.usage_for(db.session.get(Session, ready.id))}
+        assert rows["ana"].requests == 1 and rows["ana"].prompt_tokens > 0 and rows["ana"].completion_tokens == 12
 
 
 def test_a_client_that_asks_for_usage_gets_it(app, ready, keys):

@@ -8,15 +8,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import threading
+import time
+
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.domain.openai_stream import Usage
 from app.engine.identity import load_identity
 from app.extensions import db
-from app.models import ProxyUsage, Session, SessionState, User, utcnow
+from app.models import ProxyUsage, Session, SessionState, utcnow
 from app.services import users as users_service
-from app.services.sessions import get_session
 
 
 class ProxyRefused(Exception):
@@ -36,9 +39,9 @@ class Target:
     served_name: str
 
 
-def authenticate(authorization: str) -> User:
+def authenticate(authorization: str) -> users_service.KeyHolder:
     scheme, _, key = (authorization or "").partition(" ")
-    user = users_service.user_for_api_key(key.strip()) if scheme.lower() == "bearer" else None
+    user = users_service.holder_of_api_key(key.strip()) if scheme.lower() == "bearer" else None
     if user is None:
         raise ProxyRefused(401, "invalid_api_key", "Missing or wrong maider API key. Create yours on a session page "
                                                    "(My API key) or ask an admin: 'maider user key NAME'.")
@@ -47,18 +50,20 @@ def authenticate(authorization: str) -> User:
 
 def target(name: str, home: Path) -> Target:
     """Where the request goes; refuses at once (no hang) when the session cannot serve now."""
-    try:
-        session = get_session(name)
-    except Exception:  # NotFoundError, or a malformed name
-        raise ProxyRefused(404, "session_not_found", f"No maider session named '{name}'.") from None
-    if session.state != SessionState.READY or not session.api_port:
-        raise ProxyRefused(503, "session_not_ready",
-                           f"Session '{name}' is {session.state.label.lower()}, not ready: try again once it is ready.")
-    if session.tunnel_state != "up":
-        raise ProxyRefused(503, "tunnel_down", f"Session '{name}' is ready but its tunnel is {session.tunnel_state}; "
+    # Only the columns the proxy needs, and the live row first: this runs on every proxied request.
+    row = db.session.execute(
+        sa.select(Session.id, Session.uid, Session.status, Session.api_port, Session.tunnel_state, Session.served_name)
+        .where(Session.name == name).order_by(Session.destroyed_at.is_not(None), Session.id.desc()).limit(1)).first()
+    if row is None:
+        raise ProxyRefused(404, "session_not_found", f"No maider session named '{name[:64]}'.")
+    if row.status != SessionState.READY.value or not row.api_port:
+        label = SessionState(row.status).label.lower()
+        raise ProxyRefused(503, "session_not_ready", f"Session '{name}' is {label}, not ready: try again once it is "
+                                                     "ready.")
+    if row.tunnel_state != "up":
+        raise ProxyRefused(503, "tunnel_down", f"Session '{name}' is ready but its tunnel is {row.tunnel_state}; "
                                                "maider is reconnecting it: try again in a few seconds.")
-    return Target(session.id, f"http://127.0.0.1:{session.api_port}/v1", _vm_api_key(str(home), session.uid),
-                  session.served_name)
+    return Target(row.id, f"http://127.0.0.1:{row.api_port}/v1", _vm_api_key(str(home), row.uid), row.served_name)
 
 
 @lru_cache(maxsize=256)
@@ -67,37 +72,92 @@ def _vm_api_key(home: str, uid: str) -> str:
     return load_identity(Path(home), uid).api_key
 
 
+class UsageBook:
+    """Per-user counts kept in memory and written in batches: a database write per proxied request would cost more
+    than the proxy itself. Flushed at most every ``FLUSH_S``, whenever a page reads usage, and at shutdown; the
+    idle watchdog's activity mark is written at most every ``ACTIVITY_S`` per session."""
+
+    FLUSH_S = 2.0
+    ACTIVITY_S = 5.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, str], list] = {}  # (session, user) -> [requests, errors, in, out, last]
+        self._flushed_at = time.monotonic()
+        self._activity_at: dict[int, float] = {}
+
+    def add(self, session_id: int, user_name: str, usage: Usage | None, failed: bool) -> bool:
+        """Count one request; True when it is time to flush."""
+        with self._lock:
+            entry = self._pending.setdefault((session_id, user_name), [0, 0, 0, 0, None])
+            entry[0] += 1
+            entry[1] += 1 if failed else 0
+            if usage is not None:
+                entry[2] += usage.prompt_tokens
+                entry[3] += usage.completion_tokens
+            entry[4] = utcnow()
+            return time.monotonic() - self._flushed_at >= self.FLUSH_S
+
+    def take(self) -> dict[tuple[int, str], list]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._flushed_at = time.monotonic()
+            return pending
+
+    def activity_due(self, session_id: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._activity_at.get(session_id, -self.ACTIVITY_S) < self.ACTIVITY_S:
+                return False
+            self._activity_at[session_id] = now
+            return True
+
+
+def _book() -> UsageBook:
+    return current_app.extensions.setdefault("maider_usage_book", UsageBook())
+
+
 def mark_activity(session_id: int) -> None:
     """A proxied request is use: the idle watchdog must not destroy a VM a teammate is working with."""
-    db.session.execute(sa.update(Session).where(Session.id == session_id).values(last_activity_at=utcnow()))
-    db.session.commit()
+    if _book().activity_due(session_id):
+        db.session.execute(sa.update(Session).where(Session.id == session_id).values(last_activity_at=utcnow()))
+        db.session.commit()
 
 
 def record_usage(session_id: int, user_name: str, usage: Usage | None, failed: bool) -> None:
-    """Add one request (and its tokens, when the server reported them) to the user's row for this session."""
-    try:
-        _add_usage(session_id, user_name, usage, failed)
-    except IntegrityError:  # two first requests of one user at once: the other one made the row
-        db.session.rollback()
-        _add_usage(session_id, user_name, usage, failed)
+    """Count one request (and its tokens, when the server reported them) for the user on this session."""
+    if _book().add(session_id, user_name, usage, failed):
+        flush_usage()
 
 
-def _add_usage(session_id: int, user_name: str, usage: Usage | None, failed: bool) -> None:
+def flush_usage() -> None:
+    """Write the counted requests to the database."""
+    for (session_id, user_name), counts in _book().take().items():
+        try:
+            _add_usage(session_id, user_name, counts)
+        except IntegrityError:  # two first writes for one user at once: the other made the row
+            db.session.rollback()
+            _add_usage(session_id, user_name, counts)
+
+
+def _add_usage(session_id: int, user_name: str, counts: list) -> None:
+    requests, errors, prompt_tokens, completion_tokens, last_at = counts
     row = db.session.scalar(sa.select(ProxyUsage).where(ProxyUsage.session_id == session_id,
                                                         ProxyUsage.user_name == user_name))
     if row is None:
         row = ProxyUsage(session_id=session_id, user_name=user_name, requests=0, errors=0, prompt_tokens=0,
                          completion_tokens=0)
         db.session.add(row)
-    row.requests += 1
-    row.errors += 1 if failed else 0
-    if usage is not None:
-        row.prompt_tokens += usage.prompt_tokens
-        row.completion_tokens += usage.completion_tokens
-    row.last_request_at = utcnow()
+    row.requests += requests
+    row.errors += errors
+    row.prompt_tokens += prompt_tokens
+    row.completion_tokens += completion_tokens
+    row.last_request_at = last_at
     db.session.commit()
 
 
 def usage_for(session: Session) -> list[ProxyUsage]:
+    """Per-user usage of a session, newest counts included."""
+    flush_usage()
     return list(db.session.scalars(sa.select(ProxyUsage).where(ProxyUsage.session_id == session.id)
                                    .order_by(ProxyUsage.completion_tokens.desc(), ProxyUsage.user_name)))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.engine.state import record_event
@@ -234,6 +235,7 @@ def remove_user(name: str, actor: str) -> None:
     db.session.delete(user)
     record_event(None, "user", f"Removed {name}", actor=actor, user=name)
     db.session.commit()
+    _forget_keys()
 
 
 def create_api_key(user: User, actor: str) -> str:
@@ -244,18 +246,60 @@ def create_api_key(user: User, actor: str) -> str:
     db.session.add(ApiKey(user=user, key_hash=token_hash(key), prefix=key[:10]))
     record_event(None, "user", f"New proxy API key for {user.name}", actor=actor, user=user.name)
     db.session.commit()
+    _forget_keys()
     return key
 
 
-def user_for_api_key(key: str) -> User | None:
-    """The user a proxy key belongs to, or None (wrong, replaced or removed)."""
-    if not key.startswith(API_KEY_PREFIX):
+@dataclass(frozen=True)
+class KeyHolder:
+    user_id: int
+    name: str
+
+
+class _KeyCache:
+    """Proxy keys checked recently: digest -> holder, one per app. Every change to keys or users goes through the
+    server process (the CLI and the panel both talk to it); each change, once committed, empties the cache and bumps
+    the generation, and a lookup that raced with a change does not cache what it read: a removed key stops at once."""
+
+    MAX = 1024
+
+    def __init__(self) -> None:
+        self.holders: dict[str, KeyHolder] = {}
+        self.generation = 0
+
+    def forget(self) -> None:
+        self.generation += 1
+        self.holders.clear()
+
+
+def _key_cache() -> _KeyCache:
+    return current_app.extensions.setdefault("maider_key_cache", _KeyCache())
+
+
+def _forget_keys() -> None:
+    _key_cache().forget()
+
+
+def holder_of_api_key(key: str) -> KeyHolder | None:
+    """Who a proxy key belongs to, or None (wrong, replaced or removed). Cached: the proxy asks on every request."""
+    if not key.startswith(API_KEY_PREFIX) or len(key) > 128:
         return None
     digest = token_hash(key)
-    found = db.session.scalar(sa.select(ApiKey).where(ApiKey.key_hash == digest))
-    if found is None or not hmac.compare_digest(found.key_hash, digest):
+    cache = _key_cache()
+    cached = cache.holders.get(digest)
+    if cached is not None:
+        return cached
+    generation = cache.generation
+    row = db.session.execute(sa.select(ApiKey.key_hash, User.id, User.name).join(User, ApiKey.user_id == User.id)
+                             .where(ApiKey.key_hash == digest)).first()
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
-    return found.user
+    holder = KeyHolder(row.id, row.name)
+    if len(cache.holders) >= cache.MAX:
+        cache.holders.clear()
+    if cache.generation == generation:
+        cache.holders[digest] = holder
+    return holder
 
 
 def api_key_prefix(user: User) -> str | None:

@@ -32,7 +32,9 @@ def _upstream() -> httpx.Client:
 
 
 def close_upstream(app) -> None:
-    """Close the pooled upstream connections (server shutdown)."""
+    """Server shutdown: write the last usage counts and close the pooled upstream connections."""
+    with app.app_context():
+        model_proxy.flush_usage()
     client = app.extensions.pop("maider_proxy_client", None)
     if client is not None:
         client.close()
