@@ -25,8 +25,10 @@ NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,39}"  # matched whole (re.fullmatch): "x\n"
 NAME_RE = re.compile(NAME_PATTERN)
 NAME_ATTEMPTS = 20  # an automatic name taken by a concurrent launch moves on to the next number this often
 # Project folders the server never writes aider's files into, even when its user owns them (a server run as root).
-SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
-               "/var/lib", "/var/log", "/var/run", "/var/spool")
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys",
+               "/usr/bin", "/usr/include", "/usr/lib", "/usr/libexec", "/usr/sbin", "/usr/share", "/var/cache",
+               "/var/lib", "/var/log", "/var/run", "/var/spool", "/private/etc", "/System")  # the last two: macOS
+SYSTEM_ROOTS = ("/", "/usr", "/var")  # refused themselves; folders below them (/usr/local/src/app) are fine
 # In demo mode a launch works with no configuration at all.
 DEMO_DEFAULTS = {"region": "us-ord", "plan": "g2-gpu-rtx4000a1-s", "model_id": "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"}
 
@@ -266,7 +268,7 @@ def checked_workdir(path: str) -> str:
     if owner != os.geteuid():
         raise FieldError({"workdir": f"{path!r} belongs to another user; use a folder of your own"})
     text = str(resolved)
-    if text == "/" or any(text == d or text.startswith(d + "/") for d in SYSTEM_DIRS):
+    if text in SYSTEM_ROOTS or any(text == d or text.startswith(d + "/") for d in SYSTEM_DIRS):
         raise FieldError({"workdir": f"{path!r} is a system folder; use your project's folder"})
     return text
 
