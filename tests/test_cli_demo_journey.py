@@ -60,7 +60,8 @@ def maider(world, *args: str, timeout: float = 90) -> subprocess.CompletedProces
 def test_without_credentials_serve_starts_in_demo_mode(demo_server):
     assert demo_server["info"]["demo"] is True
     page = httpx.get(f"http://127.0.0.1:{demo_server['port']}/")
-    assert page.status_code == 200 and "Demo mode" in page.text
+    # Signed out: the sign-in page (still saying it is the demo), never the dashboard.
+    assert page.status_code == 401 and "Demo mode" in page.text and "maider open" in page.text
     assert httpx.get(f"http://127.0.0.1:{demo_server['port']}/", headers={"Host": "evil.example"}).status_code == 403
 
 

@@ -43,7 +43,8 @@ def write_aider_files(client: MaiderClient, name: str, directory: Path) -> tuple
     meta_path = directory / METADATA_FILENAME
     write_private(env_path, handoff["env_file"])
     write_private(meta_path, json.dumps(handoff["metadata"], indent=2) + "\n")
-    return env_path, meta_path, handoff
+    # Open WebUI's tunnel admits only a browser sent by the signed-in panel: point there, not at the raw port.
+    return env_path, meta_path, {**handoff, "webui_url": f"{client.url}/sessions/{name}/webui"}
 
 
 def _last_event_id(client: MaiderClient, name: str) -> int:
@@ -74,7 +75,7 @@ def _print_ready(session: dict[str, Any], env_path: Path, meta_path: Path, hando
     click.secho(f"✓ {session['name']} is ready: {session['model_id']} as '{session['served_name']}' "
                 f"({session['max_model_len'] or '?'} tokens) at {_money(session['hourly_price'])}/h", fg="green")
     click.echo(f"  vLLM API   {handoff['api_base']}")
-    click.echo(f"  Open WebUI http://127.0.0.1:{session['webui_port']}/")
+    click.echo(f"  Open WebUI {handoff['webui_url']} (in a browser signed in to the panel: 'maider open')")
     click.echo(f"  wrote      {env_path} and {meta_path.name}")
     click.echo("")
     click.echo("Start aider:")
@@ -196,7 +197,7 @@ def status(name) -> None:
     click.echo(f"  cost     {_money(s['cost'])} over {_runtime(s['runtime_seconds'])} at {_money(s['hourly_price'])}/h")
     if s.get("api_port"):
         click.echo(f"  tunnel   {s['tunnel_state']}: API http://127.0.0.1:{s['api_port']}/v1, "
-                   f"Open WebUI http://127.0.0.1:{s['webui_port']}/")
+                   f"Open WebUI {client.url}/sessions/{name}/webui")
     events = client.get(f"/sessions/{name}/events")["events"][-8:]
     if events:
         click.echo("  recent:")
@@ -234,7 +235,7 @@ def tunnel(name) -> None:
     if session["tunnel_state"] != "up":
         raise click.ClickException(f"the tunnel for {name} is still {session['tunnel_state']}; maider keeps trying")
     click.echo(f"Tunnel up: API http://127.0.0.1:{session['api_port']}/v1, "
-               f"Open WebUI http://127.0.0.1:{session['webui_port']}/")
+               f"Open WebUI {client.url}/sessions/{name}/webui")
 
 
 @click.command()
