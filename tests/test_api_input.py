@@ -230,7 +230,8 @@ def test_the_openapi_document_lists_every_route_with_the_parsed_schemas(app, cli
     assert client.get("/api/v1/openapi.json").status_code == 401
     document = client.get("/api/v1/openapi.json", headers=AUTH).json
     assert document["openapi"].startswith("3.0")
-    assert openapi.undocumented(app.url_map) == []
+    missing = openapi.undocumented(app.url_map)
+    assert missing == [], f"API routes without an openapi.Operation (see app/web/api/benchmarks.py): {missing}"
     operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
     routes = {(method, openapi._ARG.sub(r"{\1}", rule.rule)) for rule in app.url_map.iter_rules()
               if rule.endpoint.startswith("api.") for method in rule.methods - {"HEAD", "OPTIONS"}}

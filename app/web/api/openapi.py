@@ -1,7 +1,8 @@
 """The API as an OpenAPI 3.0 document, built from the app's own routes and the request schemas they parse with.
 
-Every ``api.*`` endpoint needs an entry in ``OPERATIONS``; ``undocumented`` names any that lack one (a test keeps it
-empty). Request bodies come from ``app.web.schemas``, so the document cannot drift from what the routes accept.
+Every ``api.*`` endpoint needs an entry in ``OPERATIONS`` (a module of routes adds its own, as
+``app.web.api.benchmarks`` does); ``undocumented`` names any that lack one and a test keeps it empty. Request bodies
+come from ``app.web.schemas``, so the document cannot drift from what the routes accept.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ class Operation:
     body: schemas.Body | None = None
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
     public: bool = False
+    path: dict[str, dict[str, Any]] = field(default_factory=dict)  # path parameters unlike _PATH_PARAMS' ones
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -119,8 +121,8 @@ def _operation(rule: Rule, method: str, operation: Operation) -> dict[str, Any]:
         responses[str(code)] = _response(code, "Error")
     result: dict[str, Any] = {"operationId": rule.endpoint.removeprefix("api.") + f"_{method.lower()}",
                               "summary": operation.summary, "responses": responses}
-    parameters = [{"name": arg, "in": "path", "required": True, "schema": _PATH_PARAMS[arg]}
-                  for arg in sorted(rule.arguments)]
+    parameters = [{"name": arg, "in": "path", "required": True,
+                   "schema": operation.path.get(arg) or _PATH_PARAMS[arg]} for arg in sorted(rule.arguments)]
     parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
                    for name, schema in operation.query.items()]
     if parameters:
