@@ -24,5 +24,6 @@ for _module in (serve, wizard, validate, catalog, sessions, diagnose, users):
     for _command in _module.commands:
         main.add_command(_command)
 
-from app.cli import benchmark  # noqa: E402
-main.add_command(benchmark.benchmark)
+from app.cli import benchmark, checks  # noqa: E402
+for _command in (benchmark.benchmark, *checks.commands):
+    main.add_command(_command)

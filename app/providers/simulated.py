@@ -81,6 +81,7 @@ DEMO_FAILURES: dict[str, dict[str, Any]] = {
     "demo-fail-bf16": {"vllm_failure": "bf16_turing"},
     "demo-fail-gated": {"vllm_failure": "gated"},
     "demo-fail-never": {"vllm_failure": "never_ready"},
+    "demo-hide-gpu": {"hidden_gpus": 1},  # ready, but nvidia-smi misses the last GPU: 'maider check' names it
     "demo-fail-cloud-init": {"cloud_init_error": True},
     "demo-fail-ssh": {"ssh_never": True},
 }

@@ -61,6 +61,7 @@ class VmBehaviour:
     tokens_per_reply: int = 20
     prefill_tokens_per_s: float = 3000.0  # fake vLLM: prompt tokens per second per GPU (TTFT grows with the prompt)
     batch_slowdown: float = 0.03  # fake vLLM: each other running request slows TTFT and ITL by this fraction
+    hidden_gpus: int = 0  # the last N GPUs are missing from nvidia-smi (fell off the bus), for 'maider check'
 
     @classmethod
     def fast(cls, **overrides: object) -> VmBehaviour:
@@ -268,7 +269,7 @@ class SimulatedVm:
         env = parse_env(self.env_text)
         used = int(b.gpu_memory_mb * float(env.get("VLLM_GPU_MEMORY_UTILIZATION") or 0.9)) if self.vllm else 1
         return ExecResult(0, "".join(f"{i}, {b.gpu_name}, {b.gpu_memory_mb}, {used}, {97 if busy else 0}, "
-                                     f"{61 if busy else 34}\n" for i in range(b.gpus)))
+                                     f"{61 if busy else 34}\n" for i in range(b.gpus - b.hidden_gpus)))
 
     def _request_reboot(self) -> ExecResult:
         self._spawn(self._reboot)

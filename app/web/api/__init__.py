@@ -31,3 +31,4 @@ def _require_token():
 from app.web.api import routes  # noqa: E402,F401
 from app.web.api import users  # noqa: E402,F401
 from app.web.api import benchmarks  # noqa: E402,F401
+from app.web.api import checks  # noqa: E402,F401
