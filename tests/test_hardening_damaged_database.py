@@ -82,3 +82,21 @@ def test_a_database_error_says_what_is_known(app, client):
     assert "unaffected" not in error
     assert f"could not read or write its database ({database})" in error
     assert "VMs keep running and billing at the provider" in error
+
+
+@pytest.mark.slow
+def test_a_cli_command_relays_why_the_server_would_not_start(tmp_path):
+    """With no server running, 'maider list' starts one; on a damaged database it stops at once and the command
+    says why, instead of waiting for a server that will never answer."""
+    home = tmp_path / "maider-home"
+    made = create_app({"MAIDER_HOME": str(home / "demo")})
+    with made.app_context():
+        db.engine.dispose()
+    damage(home / "demo" / "maider.db")
+    env = {k: v for k, v in os.environ.items() if k not in ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(MAIDER_HOME=str(home), HOME=str(tmp_path / "home"))
+    result = subprocess.run(MAIDER + ["list"], cwd=tmp_path / "project", env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "the maider server stopped at start: maider's database" in result.stderr
+    assert "is damaged: database disk image is malformed" in result.stderr

@@ -163,6 +163,8 @@ def test_use_writes_only_its_own_file_names(app, tmp_path):
     from app.cli.sessions import write_aider_files
 
     class Client:
+        url = "http://127.0.0.1:1"
+
         def get(self, _path: str) -> dict:
             return {"env_file": "export A=1\n", "metadata": {"m": 1},
                     "env_filename": "../../escaped-env", "metadata_filename": "/tmp/escaped-meta"}

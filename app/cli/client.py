@@ -128,23 +128,37 @@ def _server_info(home: Path, announce_stale: bool = True) -> dict[str, Any] | No
 
 
 def _start_server(home: Path) -> dict[str, Any]:
-    """Start ``maider serve`` in the background, in this directory, and wait until it answers."""
+    """Start ``maider serve`` in the background, in this directory, and wait until it answers; if it stops instead
+    (a damaged database, a bad setting), say why in its own words."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = home / "server.log"
     click.echo("No maider server is running: starting one in the background "
                f"(log: {log_path}).", err=True)
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
-        subprocess.Popen([sys.executable, "-c", "from app.cli import main; main()", "serve"],
-                         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True, cwd=os.getcwd())
+        log_start = log_file.tell()
+        server = subprocess.Popen([sys.executable, "-c", "from app.cli import main; main()", "serve"],
+                                  stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True, cwd=os.getcwd())
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         info = _server_info(home, announce_stale=False)
         if info is not None:
             click.echo(f"maider panel: {info['url']}/{'  (demo mode)' if info.get('demo') else ''}", err=True)
             return info
+        if server.poll() is not None:
+            raise click.ClickException(f"the maider server stopped at start: {_last_error(log_path, log_start)} "
+                                       f"(log: {log_path})")
         time.sleep(0.3)
     raise click.ClickException(f"the maider server did not start within {START_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def _last_error(log_path: Path, offset: int) -> str:
+    """The server's own last words in this run's part of the log: its 'Error:' line, else its last line."""
+    with open(log_path, "rb") as log_file:
+        log_file.seek(offset)
+        lines = [line.strip() for line in log_file.read().decode(errors="replace").splitlines() if line.strip()]
+    errors = [line.removeprefix("Error: ") for line in lines if line.startswith("Error: ")]
+    return (errors or lines or ["it wrote nothing"])[-1]
 
 
 def connect(start: bool = True) -> MaiderClient:
