@@ -205,7 +205,6 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
         supervisor.start()
     server = create_server(app, host=host, port=port, threads=threads, ident="maider")  # binds with SO_REUSEADDR
     write_server_file(home, url, demo, api_token)
-    _install_shutdown_signals()
     print(f"maider panel: {url}/{'  (demo mode)' if demo else ''}", flush=True)
     print(f"Sign in (this link works once; 'maider open' prints another): {url}/login?token="
           f"{app.extensions['maider_login_links'].mint()}", flush=True)
@@ -214,6 +213,7 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
         print(f"Shared with your team at {share.url}/ (HTTPS; certificate SHA-256 fingerprint "
               f"{app.config['MAIDER_TLS_FINGERPRINT']}). Teammates sign in with the password they chose from "
               "their invite link.", flush=True)
+    _install_shutdown_signals()  # from here on, the ``finally`` below runs on SIGTERM/SIGHUP
     try:
         server.run()
     finally:
