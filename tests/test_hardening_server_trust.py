@@ -134,7 +134,7 @@ def test_squatter_on_a_live_servers_address_never_gets_the_token(world):
     _stale_server_file(world, os.getpid())
     result = _maider(world, "use", "s")
     assert result.returncode != 0
-    assert "cannot prove it is the server that wrote" in result.stderr
+    assert "cannot prove it is the maider server that wrote" in result.stderr
     assert "the API token was not sent" in result.stderr
     assert world["token"] not in "".join(world["squatter"].authorizations)
     assert all(not header for header in world["squatter"].authorizations)

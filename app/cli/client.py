@@ -71,7 +71,7 @@ def _read_server_file(home: Path) -> dict[str, Any] | None:
         info = json.loads((home / "server.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(info, dict) or not isinstance(info.get("url"), str) or not isinstance(info.get("api_token"), str):
+    if not isinstance(info, dict) or not all(isinstance(info.get(key), str) for key in ("url", "api_token")):
         return None
     return info
 
@@ -122,7 +122,7 @@ def _server_info(home: Path, announce_stale: bool = True) -> dict[str, Any] | No
                        "used to be; the API token was not sent to it.", err=True)
         return None
     raise Impostor(
-        f"something at {info['url']} answers like maider but cannot prove it is the server that wrote "
+        f"whatever answers at {info['url']} cannot prove it is the maider server that wrote "
         f"{home / 'server.json'} (pid {info.get('pid')}); the API token was not sent to it. Stop whatever listens "
         "there, or stop that maider server and start it again.")
 
