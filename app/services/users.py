@@ -19,7 +19,7 @@ from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.engine.state import record_event
-from app.errors import NotFoundError, UserError
+from app.errors import ConflictError, NotFoundError, UserError
 from app.extensions import db
 from app.models import ApiKey, Invite, Role, User, utcnow
 
@@ -107,7 +107,7 @@ def add_user(name: str, role: str, actor: str, now: datetime | None = None) -> N
     name = check_name(name)
     checked_role = check_role(role)
     if db.session.scalar(sa.select(User.id).where(User.name == name)) is not None:
-        raise UserError(f"a user named '{name}' exists already; remove them first, or pick another name")
+        raise ConflictError(f"a user named '{name}' exists already; remove them first, or pick another name")
     user = User(name=name, role=checked_role.value, created_by=actor)
     db.session.add(user)
     db.session.flush()

@@ -13,6 +13,7 @@ from app.services import sessions as sessions_service
 from app.services import tunnels as tunnels_service
 from app.web import schemas
 from app.web.api import bp, openapi
+from app.web.api.actor import api_actor
 from app.web.api.serialize import event_json, orphan_json, session_json
 
 ORPHAN_ID = f"int(max={schemas.MAX_DB_ID})"  # a larger id names no row: 404, not an overflow in SQLite
@@ -23,7 +24,7 @@ def _home() -> Path:
 
 
 def _actor() -> str:
-    return (request.headers.get("X-Maider-Actor") or "api")[:64]
+    return api_actor()
 
 
 @bp.before_request
