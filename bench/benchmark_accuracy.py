@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -49,6 +50,9 @@ class ScriptedServer:
                 if lines[0].startswith("GET /stats"):
                     await self._send_stats(writer)
                     continue
+                if lines[0].startswith("GET "):  # the client opening its connections (GET /v1/models)
+                    await self._send_json(writer, {"object": "list", "data": [{"id": "scripted"}]})
+                    continue
                 await self._stream(writer, arrived, int(body.get("max_tokens", 16)), len(body.get("prompt", "")))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -56,8 +60,12 @@ class ScriptedServer:
             writer.close()
 
     async def _send_stats(self, writer: asyncio.StreamWriter) -> None:
-        payload = json.dumps({"lateness": self.lateness, "first_arrival": self.first_arrival,
-                              "last_write": self.last_write, "tokens": self.tokens}).encode()
+        await self._send_json(writer, {"lateness": self.lateness, "first_arrival": self.first_arrival,
+                                       "last_write": self.last_write, "tokens": self.tokens})
+
+    @staticmethod
+    async def _send_json(writer: asyncio.StreamWriter, body: dict) -> None:
+        payload = json.dumps(body).encode()
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
                      + str(len(payload)).encode() + b"\r\n\r\n" + payload)
         await writer.drain()
@@ -110,8 +118,10 @@ def measure(concurrency: int, num_prompts: int, ttft: float, itl: float, output_
     try:
         port = queue.get(timeout=30)
         prompts = random_prompts(num_prompts, input_len=32, output_len=output_len)
+        cpu_started = time.process_time()
         run = run_sweep(Target(f"http://127.0.0.1:{port}", "scripted"), prompts, [Level(concurrency)],
                         ignore_eos=True, warmup=0)[0]
+        client_cpu = time.process_time() - cpu_started
         stats = _server_stats(port)
     finally:
         server.terminate()
@@ -127,6 +137,7 @@ def measure(concurrency: int, num_prompts: int, ttft: float, itl: float, output_
         "tput_client": result["output_throughput"],
         "tput_server": stats["tokens"] / server_window,
         "tput_err_pct": (result["output_throughput"] / (stats["tokens"] / server_window) - 1) * 100,
+        "client_cpu_pct": client_cpu / run.duration * 100,
     }
 
 
@@ -140,16 +151,18 @@ def main() -> None:
     ttft, itl = args.ttft_ms / 1000, args.itl_ms / 1000
     print(f"scripted server: TTFT {args.ttft_ms:.1f} ms, ITL {args.itl_ms:.1f} ms, {args.output_len} tokens/reply")
     print(f"{'conc':>5} {'done':>5} {'TTFT err':>9} {'ITL err':>8} {'TPOT err':>9} {'server late':>12} "
-          f"{'client tok/s':>13} {'server tok/s':>13} {'tput err':>9}  verdict")
+          f"{'client tok/s':>13} {'server tok/s':>13} {'tput err':>9} {'client CPU':>10}  verdict")
     for level in args.levels.split(","):
         concurrency, requests = (int(x) for x in level.split(":"))
         r = measure(concurrency, requests, ttft, itl, args.output_len)
         ok = abs(r["ttft_err_ms"]) <= 1 and abs(r["itl_err_ms"]) <= 1 and abs(r["tput_err_pct"]) <= 2
         print(f"{r['concurrency']:>5} {r['completed']:>5} {r['ttft_err_ms']:>+8.3f}m {r['itl_err_ms']:>+7.3f}m "
               f"{r['tpot_err_ms']:>+8.3f}m {r['server_late_ms']:>+11.3f}m {r['tput_client']:>13.1f} "
-              f"{r['tput_server']:>13.1f} {r['tput_err_pct']:>+8.2f}%  {'within goal' if ok else 'OVER GOAL'}")
+              f"{r['tput_server']:>13.1f} {r['tput_err_pct']:>+8.2f}% {r['client_cpu_pct']:>9.0f}%  "
+              f"{'within goal' if ok else 'OVER GOAL'}")
     print("err = client mean - scripted value (ms); tput err = client output tok/s vs the server's own count over "
-          "its window; server late = how late the server itself wrote chunks (part of the client's error)")
+          "its window; server late = how late the server itself wrote chunks (part of the client's error); "
+          f"machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
