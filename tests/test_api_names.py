@@ -90,9 +90,10 @@ def test_ten_concurrent_launches_with_one_name_make_one_session_and_one_vm(demo_
 
     def created() -> dict | None:
         session = httpx.get(f"{info['url']}/api/v1/sessions/race-1", headers=headers).json()
-        return session if session["instance_id"] else None
+        return session if session["instance_id"] or session["status"] in ("failed", "destroyed") else None
 
-    session = wait_for(created, timeout=60)
+    session = wait_for(created, timeout=90)
+    assert session["instance_id"], session
     listed = httpx.get(f"{info['url']}/api/v1/sessions", headers=headers).json()
     assert [s["name"] for s in listed["sessions"]] == ["race-1"] and listed["orphans"] == []
     records = json.loads(next(demo_server["home"].rglob("simulated/instances.json")).read_text())
