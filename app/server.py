@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from app import create_app
+from app.services.users import ensure_owner
 from app.web.proxy.routes import close_upstream
 from app.database_check import DATABASE_FILE, DatabaseDamaged, check_database
 
@@ -196,6 +197,8 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
         lock.close()
         raise
     release_stale_leases(app)
+    with app.app_context():
+        ensure_owner()  # before the first request: concurrent first requests need not race to create it
     supervisor = None
     if start_workers:
         from app.engine.supervisor import Supervisor, default_loops

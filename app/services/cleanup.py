@@ -5,6 +5,7 @@ user's word that they deleted a VM by hand.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,11 +96,23 @@ def _orphan(orphan_id: int) -> OrphanInstance:
     return orphan
 
 
+def _free_orphan_name(instance_id: str) -> str:
+    """``orphan-<id>``, or with a number after it while a live session holds that name (the unique live index)."""
+    base = re.sub(r"[^a-z0-9-]+", "-", f"orphan-{instance_id}".lower())[:36].rstrip("-")
+    taken = set(db.session.scalars(sa.select(Session.name).where(Session.destroyed_at.is_(None),
+                                                                  Session.name.like(f"{base}%"))))
+    name, number = base, 1
+    while name in taken:
+        number += 1
+        name = f"{base}-{number}"
+    return name
+
+
 def _session_for_orphan(orphan: OrphanInstance, state: SessionState, actor: str, message: str) -> Session:
     import uuid
 
     uid = uuid.uuid4().hex
-    session = Session(uid=uid, name=f"orphan-{orphan.instance_id}"[:40], provider=orphan.provider,
+    session = Session(uid=uid, name=_free_orphan_name(orphan.instance_id), provider=orphan.provider,
                       instance_id=orphan.instance_id, label=orphan.label, region=orphan.region, plan=orphan.plan,
                       model_id="unknown", served_name="unknown", hourly_price=orphan.hourly_price,
                       provider_created_at=orphan.provider_created_at, created_by=actor, status=state.value,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -98,7 +99,11 @@ def ensure_owner(name: str | None = None) -> User:
         candidate = f"{base}{number}"
     owner = User(name=candidate, role=Role.ADMIN.value, is_owner=True, created_by="maider")
     db.session.add(owner)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # two first requests at once: the other one made the owner
+        db.session.rollback()
+        return db.session.scalars(sa.select(User).where(User.is_owner.is_(True))).one()
     return owner
 
 
