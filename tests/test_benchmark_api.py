@@ -153,3 +153,27 @@ def test_a_run_left_running_by_a_stopped_server_reads_as_failed(app, ready):
         db.session.commit()
     run = app.test_client().get("/api/v1/benchmarks/1", headers=AUTH).get_json()
     assert run["status"] == "failed" and "stopped" in run["error"]
+
+
+def test_on_the_vm_the_same_client_runs_inside_the_vllm_container(app, ready, client):
+    api = app.test_client()
+    started = api.post("/api/v1/benchmarks", headers=AUTH, json={
+        "session": "bench", "where": "vm", "concurrency": "1,2", "num_prompts": 3, "input_len": 16,
+        "output_len": 8})
+    assert started.status_code == 202, started.get_json()
+    run = _finished(app, api, started.get_json()["id"], timeout=60)
+    assert run["status"] == "done", run["error"]
+    assert run["where"] == "vm" and [lv["max_concurrency"] for lv in run["levels"]] == [1, 2]
+    assert all(lv["completed"] == 3 and lv["total_output_tokens"] == 24 and lv["where"] == "vm"
+               for lv in run["levels"])
+    tunnel = api.post("/api/v1/benchmarks", headers=AUTH, json={
+        "session": "bench", "concurrency": "1", "num_prompts": 2, "input_len": 16, "output_len": 8}).get_json()
+    _finished(app, api, tunnel["id"])
+    page = client.get(f"/benchmarks/{tunnel['id']}").get_data(as_text=True)
+    assert "Also measured on the VM itself" in page and f"runs={run['id']}" in page
+
+
+def test_on_the_vm_is_for_sessions_only(app, ready):
+    response = app.test_client().post("/api/v1/benchmarks", headers=AUTH, json={
+        "base_url": "http://127.0.0.1:9", "model": "m", "where": "vm"})
+    assert response.status_code == 422 and "where" in response.get_json()["fields"]

@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -279,5 +280,12 @@ class WarmupFailed(Exception):
 
 def run_sweep(target: Target, prompts: Sequence[Prompt], levels: Sequence[Level], ignore_eos: bool,
               control: RunControl | None = None, warmup: int = 1, seed: int = 0) -> list[LevelRun]:
-    """Blocking wrapper: runs the sweep on a fresh event loop in this thread."""
-    return asyncio.run(run_sweep_async(target, prompts, levels, ignore_eos, control or RunControl(), warmup, seed))
+    """Blocking wrapper: runs the sweep on a fresh event loop (in a thread of its own when this one has a loop)."""
+    sweep = lambda: asyncio.run(run_sweep_async(target, prompts, levels, ignore_eos,  # noqa: E731
+                                                control or RunControl(), warmup, seed))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return sweep()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="maider-benchmark") as pool:
+        return pool.submit(sweep).result()

@@ -117,12 +117,14 @@ def _follow(client: MaiderClient, run_id: int) -> dict[str, Any]:
 @click.option("--endpoint", type=click.Choice(["completions", "chat"]), default="completions", show_default=True)
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write results: FILE.json (vllm --save-result keys, one object per level) or FILE.csv.")
+@click.option("--on-vm", is_flag=True,
+              help="Run the client on the VM (inside the vLLM container): figures without the tunnel and network.")
 @click.option("--base-url", default="", help="Measure another OpenAI-compatible server instead of a session.")
 @click.option("--api-key", default="", envvar="MAIDER_BENCHMARK_API_KEY", help="Its API key (with --base-url).")
 @click.option("--model", default="", help="Its served model name (with --base-url).")
 def benchmark(name: str | None, concurrency: str, num_prompts: int, input_len: int, output_len: int, dataset: str,
-              request_rate: str, goodput: str, endpoint: str, output: Path | None, base_url: str, api_key: str,
-              model: str) -> None:
+              request_rate: str, goodput: str, endpoint: str, output: Path | None, on_vm: bool, base_url: str,
+              api_key: str, model: str) -> None:
     """Benchmark a session's vLLM through its tunnel: TTFT, TPOT, ITL, E2EL and throughput per level."""
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise click.BadParameter("write FILE.json or FILE.csv", param_hint="-o")
@@ -139,9 +141,11 @@ def benchmark(name: str | None, concurrency: str, num_prompts: int, input_len: i
         if not path.is_file():
             raise click.BadParameter(f"{dataset} is not a file", param_hint="--dataset")
         body["dataset"] = str(path)
+    if on_vm:
+        body["where"] = "vm"
     if base_url:
-        if name:
-            raise click.UsageError("give a session NAME or --base-url, not both")
+        if name or on_vm:
+            raise click.UsageError("--base-url measures another server from here: no session NAME, no --on-vm")
         body.update(base_url=base_url, model=model or None, api_key=api_key or None)
         body = {k: v for k, v in body.items() if v is not None}
     else:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 from flask import Flask
 
+from app.benchmark import on_vm
 from app.benchmark.client import Cancelled, Level, LevelRun, RunControl, Target, WarmupFailed, run_sweep
 from app.benchmark.prompts import Prompt
 from app.benchmark_models import BenchmarkLevel, BenchmarkRun, RunState
@@ -65,6 +66,8 @@ class RunPlan:
     slos_ms: dict[str, float] | None
     warmup: int
     seed: int
+    # On the VM: run(command, stdin) -> (exit code, stdout, stderr) over the session's SSH connection.
+    run_on_vm: Callable[[str, bytes], tuple[int, str, str]] | None = None
 
 
 def start(app: Flask, run_id: int, plan: RunPlan) -> None:
@@ -121,6 +124,9 @@ def _run(app: Flask, run_id: int, plan: RunPlan, active: ActiveRun) -> None:
                 db.session.commit()
 
             active.control.on_level = store
+            if plan.run_on_vm is not None:
+                _run_on_vm(run_id, plan, active, store)
+                return
             try:
                 run_sweep(plan.target, plan.prompts, plan.levels, plan.ignore_eos, active.control, plan.warmup,
                           plan.seed)
@@ -138,6 +144,20 @@ def _run(app: Flask, run_id: int, plan: RunPlan, active: ActiveRun) -> None:
         finally:
             active_runs(app).pop(run_id, None)
             db.session.remove()
+
+
+def _run_on_vm(run_id: int, plan: RunPlan, active: ActiveRun, store: Callable[[LevelRun], None]) -> None:
+    """The whole sweep runs on the VM in one go; a cancel asked meanwhile keeps what it measured."""
+    try:
+        runs = on_vm.run_on_vm(plan.run_on_vm, plan.target, plan.prompts, plan.levels, plan.ignore_eos,
+                               plan.warmup, plan.seed)
+    except on_vm.VmRunFailed as exc:
+        _finish(run_id, RunState.FAILED, redact(str(exc)))
+        return
+    for level_run in runs:
+        store(level_run)
+    _finish(run_id, RunState.CANCELLED if active.control.cancel.is_set() else RunState.DONE,
+            "cancelled" if active.control.cancel.is_set() else None)
 
 
 def wait_for(app: Flask, run_id: int, timeout_s: float = 60.0) -> None:

@@ -21,6 +21,9 @@ from app.domain.benchmark_stats import parse_goodput
 from app.domain.gpu_catalog import gpu_for_plan
 from app.engine import benchmark_runner
 from app.engine.identity import load_identity
+from app.engine.runtime import runtime
+from app.engine.steps import remote_target
+from app.remote import RemoteError
 from app.errors import FieldError, NotFoundError, UserError
 from app.extensions import db
 from app.models import Session, SessionState, utcnow
@@ -31,6 +34,7 @@ MAX_LEVELS = 12
 MAX_PROMPTS = 10_000
 MAX_LEN = 131_072
 MAX_WARMUP = 64
+VM_RUN_TIMEOUT_S = 3600.0  # the whole sweep runs on the VM in one SSH command
 STOPPED_MESSAGE = "maider stopped while this run was going"
 
 
@@ -52,6 +56,7 @@ class BenchmarkRequest:
     endpoint: str = "completions"
     warmup: int = 1
     seed: int = 0
+    where: str = "tunnel"  # or "vm": the client runs inside the vLLM container, without the tunnel
 
     @property
     def levels(self) -> list[Level]:
@@ -63,7 +68,7 @@ class BenchmarkRequest:
         return {"concurrency": list(self.concurrency), "request_rates": [_rate_text(r) for r in self.request_rates],
                 "num_prompts": self.num_prompts, "input_len": self.input_len, "output_len": self.output_len,
                 "dataset": self.dataset, "goodput": self.goodput, "endpoint": self.endpoint,
-                "warmup": self.warmup, "seed": self.seed}
+                "warmup": self.warmup, "seed": self.seed, "where": self.where}
 
 
 def _rate_text(rate: float) -> str | float:
@@ -149,12 +154,17 @@ def parse_request(body: dict[str, Any]) -> BenchmarkRequest:
         goodput=str(body.get("goodput") or "").strip(),
         endpoint=str(body.get("endpoint") or "completions").strip(),
         warmup=_int(body, "warmup", 1, 0, MAX_WARMUP, errors), seed=_int(body, "seed", 0, 0, 2**31, errors),
+        where=str(body.get("where") or "tunnel").strip(),
     )
     if request.goodput:
         try:
             parse_goodput(request.goodput)
         except ValueError as exc:
             errors["goodput"] = str(exc)
+    if request.where not in ("tunnel", "vm"):
+        errors["where"] = "must be tunnel or vm"
+    elif request.where == "vm" and request.base_url:
+        errors["where"] = "runs on a session's VM only, not against base_url"
     if request.endpoint not in ("completions", "chat"):
         errors["endpoint"] = "must be completions or chat"
     if len(request.levels) > MAX_LEVELS:
@@ -190,10 +200,26 @@ def _session_target(run: BenchmarkRun, session: Session, home: Path, endpoint: s
     return Target(f"http://127.0.0.1:{session.api_port}", session.served_name, api_key, endpoint)
 
 
+def _vm_runner(app: Flask, session: Session, home: Path):
+    """run(command, stdin) over the session's shared SSH connection, for a thread that must not touch the row."""
+    address = remote_target(session, load_identity(home, session.uid))
+    engine = runtime(app)
+
+    def run(command: str, stdin: bytes) -> tuple[int, str, str]:
+        try:
+            result = engine.remote(*address).run(command, stdin=stdin, timeout=VM_RUN_TIMEOUT_S)
+        except RemoteError as exc:
+            return 255, "", f"SSH failed: {type(exc).__name__}"
+        return result.exit_code, result.stdout, result.stderr
+
+    return run
+
+
 def start_run(app: Flask, request: BenchmarkRequest, home: Path, actor: str) -> BenchmarkRun:
     """Create the run row and start measuring in the background; the row says how it goes."""
     prompts = _prompts(request)
-    run = BenchmarkRun(settings=request.settings(), progress={}, created_by=actor[:64])
+    run = BenchmarkRun(settings=request.settings(), progress={}, created_by=actor[:64], where=request.where)
+    run_on_vm = None
     if request.session:
         session = sessions_service.get_session(request.session)
         target = _session_target(run, session, home, request.endpoint)
@@ -201,6 +227,8 @@ def start_run(app: Flask, request: BenchmarkRequest, home: Path, actor: str) -> 
         if session.max_model_len and longest > session.max_model_len:
             raise FieldError({"input_len": f"prompt + output ({longest} tokens) exceed the session's context of "
                                            f"{session.max_model_len} tokens"})
+        if request.where == "vm":
+            run_on_vm = _vm_runner(app, session, home)
     else:
         target = Target(str(request.base_url), str(request.model), request.api_key, request.endpoint)
         run.base_url, run.model_id, run.served_name = request.base_url, str(request.model), str(request.model)
@@ -208,7 +236,7 @@ def start_run(app: Flask, request: BenchmarkRequest, home: Path, actor: str) -> 
     db.session.commit()
     plan = benchmark_runner.RunPlan(target, prompts, request.levels, ignore_eos=request.dataset == "random",
                                     slos_ms=parse_goodput(request.goodput) if request.goodput else None,
-                                    warmup=request.warmup, seed=request.seed)
+                                    warmup=request.warmup, seed=request.seed, run_on_vm=run_on_vm)
     benchmark_runner.start(app, run.id, plan)
     return run
 
@@ -236,6 +264,16 @@ def list_runs(limit: int = 200) -> list[BenchmarkRun]:
 
 def runs_by_ids(app: Flask, ids: list[int]) -> list[BenchmarkRun]:
     return [get_run(app, i) for i in ids]
+
+
+def counterpart(run: BenchmarkRun) -> BenchmarkRun | None:
+    """The newest finished run of the same session measured from the other place (tunnel vs VM), if any."""
+    if not run.session_id:
+        return None
+    return db.session.scalar(
+        sa.select(BenchmarkRun).where(BenchmarkRun.session_id == run.session_id, BenchmarkRun.where != run.where,
+                                      BenchmarkRun.status == RunState.DONE.value)
+        .order_by(BenchmarkRun.id.desc()).limit(1))
 
 
 def request_cancel(app: Flask, run_id: int) -> BenchmarkRun:

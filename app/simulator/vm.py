@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,6 +21,7 @@ from typing import Literal
 
 import yaml
 
+from app.benchmark.on_vm import CMD_RUN_BENCHMARK, VM_BASE_URL
 from app.domain import vm_contract as vc
 from app.domain.vllm_env import parse_env  # the same reader maider uses, so both sides agree on quoting
 from app.remote import load_private_key, load_public_key, new_keypair
@@ -151,6 +154,7 @@ class SimulatedVm:
             vc.CMD_WRITE_ENV: self._write_env,
             vc.CMD_RECREATE_VLLM: lambda _in: self._recreate_vllm(),
             vc.CMD_KEEP_PTY: lambda _in: ExecResult(hold=True),
+            CMD_RUN_BENCHMARK: self._python_in_vllm,
         }
 
     def start(self, ssh_port: int = 0) -> None:
@@ -376,6 +380,17 @@ class SimulatedVm:
         if not self._vllm_exists:
             return ExecResult(1, f"Error response from daemon: No such container: {vc.VLLM_CONTAINER}\n")
         return ExecResult(0, "".join(f"{line}\n" for line in self.vllm_log[-400:]))
+
+    def _python_in_vllm(self, read_stdin: Callable[[], bytes]) -> ExecResult:
+        """``docker exec -i vllm python3 -``: this laptop's Python stands in for the container's, and the fake
+        vLLM's loopback port for the container's 127.0.0.1:8000."""
+        vllm = self.vllm
+        if vllm is None:
+            return ExecResult(1, "", f"Error response from daemon: container {vc.VLLM_CONTAINER} is not running\n")
+        program = read_stdin().replace(VM_BASE_URL.encode(), f"http://127.0.0.1:{vllm.port}".encode())
+        done = subprocess.run([sys.executable, "-"], input=program, capture_output=True, timeout=3600, check=False)
+        return ExecResult(done.returncode, done.stdout.decode("utf-8", "replace"),
+                          done.stderr.decode("utf-8", "replace"))
 
     def _write_env(self, read_stdin: Callable[[], bytes]) -> ExecResult:
         text = read_stdin().decode("utf-8", "replace")

@@ -56,10 +56,13 @@ BENCHMARK = schemas.Body("BenchmarkRequest", {
     "goodput": schemas.Text(rf"{_SLO}(?:,{_SLO}){{0,2}}", 100, "use limits in ms like ttft:500,tpot:50",
                             "ttft:500", what="a goodput limit"),
     "endpoint": schemas.Text("completions|chat", 11, "use completions or chat", "completions", what="an endpoint"),
+    "where": schemas.Text("tunnel|vm", 6, "use tunnel (through this laptop) or vm (on the VM itself)", "tunnel",
+                          what="a place to run from"),
     "warmup": schemas.Whole(0, benchmarks_service.MAX_WARMUP, 1),
     "seed": schemas.Whole(0, 2**31, 0),
 }, descriptions={"session": "a ready session; or base_url + model (+ api_key) for another OpenAI-compatible server",
-                 "dataset": "random (fixed lengths, ignore_eos) or a ShareGPT JSON file on the server's disk"})
+                 "dataset": "random (fixed lengths, ignore_eos) or a ShareGPT JSON file on the server's disk",
+                 "where": "vm runs the client inside the VM's vLLM container: figures without the tunnel"})
 
 
 def _body() -> dict[str, Any]:
@@ -124,7 +127,7 @@ openapi._RESPONSE_SCHEMAS.setdefault(BENCHMARK.title, BENCHMARK.schema())
 openapi.OPERATIONS.update({
     "api.create_benchmark": openapi.Operation(
         "Start a benchmark (JSON body: session or base_url+model+api_key; concurrency, request_rate, num_prompts, "
-        "input_len, output_len, dataset, goodput, endpoint, warmup, seed)", (202, "BenchmarkRun"),
+        "input_len, output_len, dataset, goodput, endpoint, where, warmup, seed)", (202, "BenchmarkRun"),
         errors=(404, 413, 422), body=BENCHMARK),
     "api.list_benchmarks": openapi.Operation("Stored benchmark runs, newest first", (200, "BenchmarkRunList")),
     "api.get_benchmark": openapi.Operation("One benchmark run with progress and results", (200, "BenchmarkRun"),

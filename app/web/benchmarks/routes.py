@@ -15,7 +15,7 @@ from app.services import sessions as sessions_service
 from app.web.access import actor
 from app.web.benchmarks import bp
 
-FORM_FIELDS = ("session", "concurrency", "num_prompts", "input_len", "output_len", "request_rate", "goodput")
+FORM_FIELDS = ("session", "concurrency", "num_prompts", "input_len", "output_len", "request_rate", "goodput", "where")
 FORM_DEFAULTS = {"concurrency": "1,2,4,8", "num_prompts": "16", "input_len": "256", "output_len": "64",
                  "request_rate": "", "goodput": ""}
 COMPARE_MIN, COMPARE_MAX = 2, 4
@@ -67,7 +67,8 @@ def detail(run_id: int):
     """A run: settings, live progress, charts and per-level results."""
     run = _load(run_id)
     return render_template("benchmarks/detail.html", run=run, levels=benchmark_export.run_json(run, False),
-                           progress=benchmarks_service.progress(_app(), run), every=PROGRESS_EVERY)
+                           progress=benchmarks_service.progress(_app(), run), every=PROGRESS_EVERY,
+                           other=benchmarks_service.counterpart(run))
 
 
 @bp.get("/<int:run_id>/progress")
