@@ -48,6 +48,11 @@ def test_benchmark_prints_a_table_and_writes_json_and_csv(session):
     assert len(rows) == 1 and rows[0]["max_concurrency"] == "2" and rows[0]["completed"] == "2"
     assert len(_api(session, "/benchmarks")["runs"]) == 2  # both stored by the server
 
+    on_vm = maider(session, "benchmark", "--on-vm", "--concurrency", "2", "--num-prompts", "2", "--input-len", "8",
+                   "--output-len", "4", "-o", "vm.json")
+    assert on_vm.returncode == 0, on_vm.stdout + on_vm.stderr
+    assert json.loads((project / "vm.json").read_text())[0]["where"] == "vm"
+
 
 def test_ctrl_c_cancels_the_run_in_the_server(session):
     process = subprocess.Popen(MAIDER + ["benchmark", "bench1", "--concurrency", "1", "--num-prompts", "50",
@@ -72,6 +77,7 @@ def test_ctrl_c_cancels_the_run_in_the_server(session):
     (["-o", "out.txt"], "FILE.json or FILE.csv"),
     (["--dataset", "missing.json"], "is not a file"),
     (["nosuch"], "no session named"),
+    (["--on-vm", "--base-url", "http://127.0.0.1:9", "--model", "m"], "no --on-vm"),
 ])
 def test_bad_arguments_say_what_to_fix(session, args, message):
     name = [] if args[0] == "nosuch" else ["bench1"]
