@@ -121,6 +121,8 @@ class Settings:
     watchdog_warning_minutes: int = 5
     max_lifetime_hours: float = 0.0  # 0 = no hard limit
     budget_usd: float = 0.0  # 0 = no per-session budget cap
+    failsafe: bool = True  # the VM deletes itself when maider goes silent (FAILSAFE=off turns it off)
+    failsafe_minutes: int | None = None  # None: the idle timeout, else 30
     linode_api_url: str | None = None
     vllm_image: str | None = None  # None: the pinned default in app.domain.vllm_env
     open_webui_image: str | None = None
@@ -196,6 +198,8 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WATCHDOG_WARNING_MINUTES": ("watchdog_warning_minutes", _parse_int(0, 24 * 60)),
     "MAX_LIFETIME_HOURS": ("max_lifetime_hours", _parse_float(0, 24 * 31)),
     "BUDGET_USD": ("budget_usd", _parse_float(0, 1_000_000)),
+    "FAILSAFE": ("failsafe", _parse_bool),
+    "FAILSAFE_MINUTES": ("failsafe_minutes", _parse_int(1, 7 * 24 * 60)),
     "MAIDER_LINODE_API_URL": ("linode_api_url", _parse_text),
     "VLLM_IMAGE": ("vllm_image", _parse_text),
     "OPEN_WEBUI_IMAGE": ("open_webui_image", _parse_text),

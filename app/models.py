@@ -109,6 +109,7 @@ class Reason(str, enum.Enum):
     CLOUD_INIT_ERROR = "cloud_init_error"
     VLLM_FAILED = "vllm_failed"
     VANISHED = "vanished"
+    FAILSAFE = "failsafe"  # the VM deleted itself (maider silent, or its lifetime or budget ran out)
     FORCED_CLEANUP = "forced_cleanup"
     INTERNAL_ERROR = "internal_error"
 

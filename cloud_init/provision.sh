@@ -9,6 +9,10 @@ PREFETCH_MODEL="${2:-}"  # Hugging Face model id whose weights to fetch early; e
 export DEBIAN_FRONTEND=noninteractive
 APT="apt-get -y -q -o DPkg::Lock::Timeout=600"
 
+# The failsafe's timer first, so it guards the VM even if a later step fails (it acts once maider arms it).
+systemctl daemon-reload
+systemctl enable --now '{{FAILSAFE_TIMER}}'
+
 $APT update
 $APT install ca-certificates curl gnupg ufw
 

@@ -4,9 +4,9 @@ What the VM gets (paths from ``vm_contract``):
 - the SSH host key maider generated and pins, the per-session client key for root, no passwords;
 - /opt/llm/.env (0600, the only place secrets live), /opt/llm/docker-compose.yml (no secrets: ``env_file`` and
   ``${VAR}`` interpolation), the systemd unit and the VM-side scripts from ``cloud_init/``;
-- one ``runcmd`` entry running ``provision.sh``: firewall, Docker CE + compose plugin, NVIDIA container toolkit,
-  image and weight prefetch in the background, the pinned NVIDIA driver, then the unit. Never a reboot: maider
-  reboots over SSH only if ``CMD_GPU_QUERY`` still fails once cloud-init is done.
+- one ``runcmd`` entry running ``provision.sh``: the failsafe's timer (``maider-failsafe.py``), firewall, Docker CE +
+  compose plugin, NVIDIA container toolkit, image and weight prefetch in the background, the pinned NVIDIA driver,
+  then the unit. Never a reboot: maider reboots over SSH only if ``CMD_GPU_QUERY`` still fails once cloud-init is done.
 """
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ PROVISION_SCRIPT = f"{vm_contract.LLM_DIR}/provision.sh"
 LAUNCHER = f"{vm_contract.LLM_DIR}/launch-vllm.py"
 LAUNCHER_IN_CONTAINER = "/opt/maider/launch-vllm.py"
 UNIT_PATH = f"/etc/systemd/system/{vm_contract.SYSTEMD_UNIT}"
+FAILSAFE_SCRIPT = f"{vm_contract.LLM_DIR}/maider-failsafe.py"
+FAILSAFE_SERVICE_PATH = "/etc/systemd/system/maider-failsafe.service"
+FAILSAFE_TIMER_PATH = f"/etc/systemd/system/{vm_contract.FAILSAFE_TIMER}"
 # Fixed volume names so the prefetch container and the compose project share one Hugging Face cache.
 HF_CACHE_VOLUME = "maider-hf-cache"
 COMPOSE_PROJECT = Path(vm_contract.LLM_DIR).name  # compose names the project after the folder of its file
@@ -49,6 +52,11 @@ _TEMPLATE_VALUES = {
     "PREFETCH_SCRIPT": PREFETCH_SCRIPT,
     "HF_CACHE_VOLUME": HF_CACHE_VOLUME,
     "COMPOSE_PROJECT": COMPOSE_PROJECT,
+    "FAILSAFE_SCRIPT": FAILSAFE_SCRIPT,
+    "FAILSAFE_CONFIG": vm_contract.FAILSAFE_CONFIG,
+    "FAILSAFE_HEARTBEAT": vm_contract.FAILSAFE_HEARTBEAT,
+    "FAILSAFE_STATE": vm_contract.FAILSAFE_STATE,
+    "FAILSAFE_TIMER": vm_contract.FAILSAFE_TIMER,
 }
 
 
@@ -197,6 +205,9 @@ def render_user_data(inputs: CloudInitInputs, templates: dict[str, str] | None =
             script("prefetch.sh", PREFETCH_SCRIPT, "0755"),
             script("provision.sh", PROVISION_SCRIPT, "0755"),
             script("maider-llm.service", UNIT_PATH, "0644"),
+            script("maider-failsafe.py", FAILSAFE_SCRIPT, "0755"),
+            script("maider-failsafe.service", FAILSAFE_SERVICE_PATH, "0644"),
+            script("maider-failsafe.timer", FAILSAFE_TIMER_PATH, "0644"),
         ],
         "runcmd": [["bash", PROVISION_SCRIPT, driver, model_to_prefetch]],
     })

@@ -48,3 +48,16 @@ CMD_WRITE_ENV = f"umask 077 && cat > {ENV_FILE}.tmp && mv {ENV_FILE}.tmp {ENV_FI
 CMD_RECREATE_VLLM = f"cd {LLM_DIR} && docker compose up -d --force-recreate {VLLM_CONTAINER}"
 # A pty session: OpenSSH's sshd sets TCP_NODELAY on the connection once a pty exists (the 44 ms forward trap).
 CMD_KEEP_PTY = "sleep infinity"
+
+# The failsafe (cloud_init/maider-failsafe.py, run every minute by FAILSAFE_TIMER): the VM deletes itself when maider
+# goes silent and vLLM is idle, or its lifetime or budget ran out. Its configuration holds a short-lived provider token:
+# written by maider over SSH only (stdin, 0600 root), never in user data.
+FAILSAFE_CONFIG = "/etc/maider/failsafe.json"
+FAILSAFE_HEARTBEAT = "/var/lib/maider/heartbeat"  # touched by maider at every monitor tick
+FAILSAFE_STATE = "/var/lib/maider/failsafe-state.json"  # the failsafe's memory: vLLM's last activity, its last verdict
+FAILSAFE_TIMER = "maider-failsafe.timer"
+CMD_WRITE_FAILSAFE = ("umask 077 && mkdir -p /etc/maider /var/lib/maider && "
+                      f"cat > {FAILSAFE_CONFIG}.tmp && mv {FAILSAFE_CONFIG}.tmp {FAILSAFE_CONFIG} && "
+                      f"touch {FAILSAFE_HEARTBEAT}")
+CMD_TOUCH_HEARTBEAT = f"touch {FAILSAFE_HEARTBEAT}"
+CMD_DISARM_FAILSAFE = f"rm -f {FAILSAFE_CONFIG}"

@@ -5,6 +5,7 @@ import json
 import logging
 
 from app.domain import vm_contract as vm
+from app.engine import failsafe
 from app.engine.state import record_event, transition
 from app.engine.steps import StepContext, connection_lost, deadline_passed, fail_launch, poll_later
 from app.models import Reason, SessionState
@@ -50,6 +51,7 @@ def step_configuring(ctx: StepContext) -> None:
             poll_later(ctx, "installing NVIDIA driver, Docker and the container toolkit")
             return
         record_event(session, "stage", "cloud-init finished")
+        failsafe.arm(session, ctx.runtime.provider_for(session), remote, ctx.now)
         if _gpu_visible(remote):
             _start_stack(ctx, remote)
             return

@@ -6,6 +6,7 @@ import logging
 import sqlalchemy as sa
 from flask import Flask
 
+from app.engine import failsafe
 from app.engine.claims import for_each_claimed
 from app.domain import vm_contract as vm
 from app.engine.health import scrape_metrics
@@ -70,6 +71,12 @@ def _check(app: Flask, session: Session) -> None:
     if before != session.tunnel_state:
         record_event(session, "tunnel", f"tunnel {session.tunnel_state} on ports {session.api_port}/"
                                         f"{session.webui_port}")
+    try:
+        remote = engine.remote(*remote_target(session, identity))
+        failsafe.beat(session, remote, now)
+        failsafe.renew_if_due(session, engine.provider_for(session), remote, now)
+    except RemoteError as exc:
+        log.info("monitor: %s: no failsafe heartbeat (%s)", session.name, type(exc).__name__)
     state = dict(session.engine_state or {})
     try:
         refresh_vm_detail(engine, session, identity, state, now)

@@ -11,6 +11,7 @@ import logging
 import sqlalchemy as sa
 from flask import Flask
 
+from app.engine import failsafe
 from app.engine.claims import claimed
 from app.engine.runtime import runtime
 from app.engine.state import record_event, transition
@@ -41,9 +42,17 @@ def _providers_in_use(app: Flask) -> set[tuple[str, str]]:
 
 def _vanished(app: Flask, session: Session) -> None:
     """Confirm with ``get`` before believing a VM is gone."""
+    provider = runtime(app).provider_for(session)
     try:
-        runtime(app).provider_for(session).get(session.instance_id or "")
+        provider.get(session.instance_id or "")
     except NotFound:
+        ended = failsafe.explain_vanished(session, provider, runtime(app).clock())
+        if ended is not None:  # armed: the VM's own failsafe deleted it while maider was away; billing stopped then
+            why, when = ended
+            session.destroyed_at = when
+            transition(session, SessionState.DESTROYING, reason=Reason.FAILSAFE, actor="failsafe",
+                       message=f"the failsafe on the VM deleted it at {when:%Y-%m-%d %H:%M} UTC: {why}")
+            return
         message = f"the provider says VM {session.instance_id} no longer exists (deleted outside maider?)"
         transition(session, SessionState.DESTROYING, reason=Reason.VANISHED, message=message)
     except ProviderError as exc:

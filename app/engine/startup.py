@@ -7,6 +7,7 @@ from dataclasses import asdict
 from app.domain import vm_contract as vm
 from app.domain.startup_progress import model_load_seconds, startup_phase
 from app.domain.vllm_env import update_env
+from app.engine import failsafe
 from app.engine.aider_files import write_aider_files
 from app.engine.healer import heal_if_failed
 from app.engine.health import probe_ready
@@ -79,6 +80,7 @@ def _wait_for_vllm(ctx: StepContext, fail) -> None:
     identity = ctx.identity()
     try:
         remote = ctx.remote()
+        failsafe.beat(session, remote, ctx.now)  # a long model load is not silence
         ensure_tunnel(ctx.runtime, session, identity)
         readiness = probe_ready(session.api_port or 0, identity.api_key, session.served_name,
                                 ctx.timings.http_timeout.total_seconds())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from app.engine import failsafe
 from app.engine.identity import remove_identity
 from app.engine.session_tunnels import close_tunnel
 from app.engine.state import record_event, transition
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # Reasons that end as "destroyed"; any other reason means the session failed and the VM was cleaned up after it.
 _INTENDED = {Reason.USER_REQUESTED.value, Reason.WATCHDOG_IDLE.value, Reason.MAX_LIFETIME.value,
-             Reason.BUDGET_EXCEEDED.value, Reason.FORCED_CLEANUP.value, Reason.VANISHED.value}
+             Reason.BUDGET_EXCEEDED.value, Reason.FORCED_CLEANUP.value, Reason.VANISHED.value, Reason.FAILSAFE.value}
 WARN_AFTER_ATTEMPTS = 5
 
 
@@ -72,6 +73,7 @@ def step_destroying(ctx: StepContext) -> None:
         _retry(ctx, exc)
         return
     session.destroyed_at = session.destroyed_at or ctx.now
+    failsafe.revoke(session, ctx.runtime.provider_for(session))
     remove_identity(ctx.runtime.home, session.uid)
     if session.instance_id:
         record_event(session, "stage", f"provider confirmed VM {session.instance_id} is deleted")

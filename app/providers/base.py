@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from app.config import Secret
 from app.domain.gpu_catalog import GpuModel
 from app.errors import MaiderError
 
@@ -82,6 +83,16 @@ class Instance:
     tags: tuple[str, ...] = field(default_factory=tuple)  # provider tags
 
 
+@dataclass(frozen=True)
+class SessionToken:
+    """A short-lived provider token minted for one session's on-VM failsafe (it may delete that VM)."""
+
+    id: str  # the provider's token id: what maider keeps, to revoke it
+    token: Secret  # the token itself: goes to the VM over SSH only, never to the database, logs or pages
+    expires_at: datetime  # UTC, naive
+    api_url: str  # the API base URL the token is for (the one maider uses, so tests reach the fake API)
+
+
 @runtime_checkable
 class Provider(Protocol):
     """A cloud that can run a maider VM.
@@ -94,6 +105,9 @@ class Provider(Protocol):
       every other failure raises another ``ProviderError``.
     - ``delete`` is idempotent: deleting a gone instance succeeds.
     - ``list_owned`` returns every instance tagged ``OWNER_TAG``.
+    - ``mint_session_token`` makes a token that can delete instances, expiring at ``expires_at``;
+      ``revoke_session_token`` is idempotent (a gone token counts as revoked).
+    - ``deleted_at`` is the provider's record of when an instance was deleted, or None when it has none.
     """
 
     name: str
@@ -109,6 +123,12 @@ class Provider(Protocol):
     def delete(self, instance_id: str) -> None: ...
 
     def list_owned(self) -> list[Instance]: ...
+
+    def mint_session_token(self, label: str, expires_at: datetime) -> SessionToken: ...
+
+    def revoke_session_token(self, token_id: str) -> None: ...
+
+    def deleted_at(self, instance_id: str) -> datetime | None: ...
 
 
 class ProviderError(MaiderError):

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import requests
 from linode_api4 import Instance as SdkInstance
-from linode_api4 import LinodeClient
+from linode_api4 import LinodeClient, PersonalAccessToken
 from linode_api4 import Type as SdkType
 from linode_api4.errors import ApiError, UnexpectedResponseError
 from requests.adapters import HTTPAdapter
@@ -32,7 +32,7 @@ from app.domain.clock_offset import ClockOffset, parse_http_date
 from app.domain.gpu_catalog import gpu_for_plan
 from app.providers.base import (
     OWNER_TAG, AuthError, CapacityError, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound,
-    ProviderError, RateLimited, Region, TransientError,
+    ProviderError, RateLimited, Region, SessionToken, TransientError,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_IMAGE = "linode/ubuntu24.04"
+DEFAULT_API_URL = "https://api.linode.com/v4"
+# What the on-VM failsafe needs to delete its own instance. Linode cannot narrow a token to one instance.
+SESSION_TOKEN_SCOPES = "linodes:read_write"
 MAX_ATTEMPTS = 5  # per call, first try included
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
@@ -264,6 +267,41 @@ class LinodeProvider:
         raws = self._call("list maider instances", lambda: [
             _raw(i) for i in self._client().linode.instances(SdkInstance.tags.contains(OWNER_TAG))])
         return [self._to_instance(r) for r in raws if OWNER_TAG in (r.get("tags") or ())]
+
+    def mint_session_token(self, label: str, expires_at: datetime) -> SessionToken:
+        """A personal access token limited to Linodes, expiring at ``expires_at`` (naive UTC, laptop clock)."""
+        expiry = (expires_at + self.clock.offset).replace(microsecond=0)  # on Linode's clock
+        created = self._call(f"mint a token for {label}", lambda: self._client().profile.token_create(
+            label=label[:100], expiry=expiry, scopes=SESSION_TOKEN_SCOPES), thing="token")
+        raw = _raw(created)
+        value = raw.get("token")
+        if not value or raw.get("id") is None:
+            raise TransientError("unexpected answer from the Linode API to the token request (no token in it)")
+        log.info("linode: minted token %s for %s, expiring %s", raw["id"], label, expiry.isoformat())
+        return SessionToken(id=str(raw["id"]), token=Secret(value, "failsafe token", "minted by maider"),
+                            expires_at=expires_at, api_url=(self.base_url or DEFAULT_API_URL).rstrip("/"))
+
+    def revoke_session_token(self, token_id: str) -> None:
+        """Revoke a minted token; one already gone (expired, or revoked in the console) counts as revoked."""
+        numeric_id = self._numeric_id(token_id)
+        try:
+            self._call(f"revoke token {token_id}",
+                       lambda: PersonalAccessToken(self._client(), numeric_id).delete(), thing="token")
+        except NotFound:
+            log.info("linode: token %s was already gone", token_id)
+            return
+        log.info("linode: revoked token %s", token_id)
+
+    def deleted_at(self, instance_id: str) -> datetime | None:
+        """When Linode's event list says the instance was deleted (laptop clock), or None when it does not say."""
+        numeric_id = self._numeric_id(instance_id)
+        answer = self._call(f"read the events of instance {instance_id}", lambda: self._client().get(
+            "/account/events", filters={"entity.id": numeric_id, "entity.type": "linode",
+                                        "action": "linode_delete"}))
+        times = [_parse_created(e.get("created")) for e in (answer or {}).get("data", ())
+                 if (e.get("entity") or {}).get("id") == numeric_id and e.get("action") == "linode_delete"]
+        times = [t for t in times if t is not None]
+        return self.clock.to_local(min(times)) if times else None
 
     def _client(self) -> LinodeClient:
         """The SDK client, built at first use (so a missing token only matters when Linode is really needed)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -21,10 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from app.config import Secret
 from app.domain.gpu_catalog import QUADRO_RTX6000, gpu_for_plan
 from app.domain.vllm_env import parse_env
 from app.providers.base import (OWNER_TAG, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest,
-                                NotFound, Region)
+                                NotFound, Region, SessionToken)
+from app.simulator.cloud_api import CloudApi
 from app.simulator.vm import SimulatedVm, VmBehaviour, read_cloud_config
 
 _ADA_REGIONS = ("us-ord", "de-fra-2", "jp-osa", "fr-par", "us-sea", "sg-sin-2")
@@ -91,6 +94,12 @@ FIRST_INSTANCE_ID = 70_000_001
 # provider per use): (home, instance id) -> VM.
 _VMS: dict[tuple[str, str], SimulatedVm] = {}
 _VMS_LOCK = threading.RLock()
+# Per home: the demo cloud's small HTTP API (started at the first token), the tokens it accepts (token -> (id,
+# expiry); in memory only, like the VMs), and when each instance was deleted (the provider's event list).
+_APIS: dict[str, CloudApi] = {}
+_TOKENS: dict[str, dict[str, tuple[str, datetime]]] = {}
+_DELETED: dict[tuple[str, str], datetime] = {}
+FAILSAFE_SPEED_VARIABLE = "MAIDER_DEMO_FAILSAFE_SPEED"  # >1 runs demo VMs' failsafe on a compressed clock
 
 
 def demo_behaviour(spec: InstanceSpec) -> VmBehaviour:
@@ -105,6 +114,11 @@ def demo_behaviour(spec: InstanceSpec) -> VmBehaviour:
         model = parse_env(read_cloud_config(spec.user_data).env_file).get("MODEL_ID", "")
     except ValueError:
         model = ""
+    try:
+        failsafe_speed = max(float(os.environ.get(FAILSAFE_SPEED_VARIABLE, "1")), 1.0)
+    except ValueError:
+        failsafe_speed = 1.0
+    behaviour = replace(behaviour, failsafe_speed=failsafe_speed, failsafe_tick_s=60.0 / failsafe_speed)
     for fragment, overrides in DEMO_FAILURES.items():
         if fragment in model:
             return replace(behaviour, **overrides)
@@ -160,13 +174,54 @@ class SimulatedProvider:
             return self._instance(str(instance_id), record)
 
     def delete(self, instance_id: str) -> None:
-        with _VMS_LOCK:
-            records = self._load()
-            records.pop(str(instance_id), None)
-            self._save(records)
-            vm = _VMS.pop((str(self.home), str(instance_id)), None)
+        vm = self._remove(str(instance_id))
         if vm is not None:
             vm.stop()
+
+    def mint_session_token(self, label: str, expires_at: datetime) -> SessionToken:
+        """A token the demo cloud's API accepts until ``expires_at`` (to delete instances, as on Linode)."""
+        with _VMS_LOCK:
+            api = _APIS.get(str(self.home))
+            if api is None:
+                api = _APIS[str(self.home)] = CloudApi(self._token_allowed, self._delete_for_api)
+            value = secrets.token_hex(32)
+            token_id = str(FIRST_INSTANCE_ID + len(_TOKENS.setdefault(str(self.home), {})) + 1)
+            _TOKENS[str(self.home)][value] = (token_id, expires_at)
+        return SessionToken(id=token_id, token=Secret(value, "failsafe token", "minted by maider"),
+                            expires_at=expires_at, api_url=api.base_url)
+
+    def revoke_session_token(self, token_id: str) -> None:
+        with _VMS_LOCK:
+            tokens = _TOKENS.get(str(self.home), {})
+            for value, (known_id, _expiry) in list(tokens.items()):
+                if known_id == str(token_id):
+                    del tokens[value]
+
+    def deleted_at(self, instance_id: str) -> datetime | None:
+        return _DELETED.get((str(self.home), str(instance_id)))
+
+    def _token_allowed(self, value: str) -> bool:
+        with _VMS_LOCK:
+            entry = _TOKENS.get(str(self.home), {}).get(value)
+        return entry is not None and entry[1] > _utcnow()
+
+    def _delete_for_api(self, instance_id: str) -> bool:
+        """A delete asked through the API (a VM's failsafe): the VM powers off in the background, so the caller --
+        possibly that very VM -- gets its answer first."""
+        with _VMS_LOCK:
+            known = instance_id in self._load()
+        vm = self._remove(instance_id)
+        if vm is not None:
+            threading.Thread(target=vm.stop, name="sim-vm-deleted", daemon=True).start()
+        return known
+
+    def _remove(self, instance_id: str) -> SimulatedVm | None:
+        with _VMS_LOCK:
+            records = self._load()
+            if records.pop(instance_id, None) is not None:
+                _DELETED[(str(self.home), instance_id)] = _utcnow()
+            self._save(records)
+            return _VMS.pop((str(self.home), instance_id), None)
 
     def list_owned(self) -> list[Instance]:
         with _VMS_LOCK:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from app.config import Settings, load_settings
 from app.domain.cost import accrued_cost, runtime
+from app.engine import failsafe
 from app.engine.claims import claimed
 from app.engine.state import record_event, transition
 from app.errors import ConflictError, FieldError, NotFoundError, UserError
@@ -63,6 +64,9 @@ class LaunchRequest:
     max_model_len: int | None = None
     tensor_parallel_size: int | None = None
     keep_on_failure: bool = False
+    idle_minutes: int | None = None  # autostop after this idle time (0: no idle autostop); None: the settings'
+    max_hours: float | None = None  # hard lifetime for this launch (0: none)
+    budget_usd: float | None = None  # budget cap for this launch (0: none)
 
 
 def is_vm_alive(session: Session) -> bool:
@@ -141,7 +145,11 @@ def _effective_settings(request: LaunchRequest, demo: bool) -> Settings:
         "region": request.region, "plan": request.plan, "model_id": request.model_id,
         "served_model_name": request.served_name, "max_model_len": request.max_model_len,
         "tensor_parallel_size": request.tensor_parallel_size,
+        "max_lifetime_hours": request.max_hours, "budget_usd": request.budget_usd,
     }.items() if v is not None}
+    if request.idle_minutes is not None:
+        overrides["watchdog_enabled"] = request.idle_minutes > 0
+        overrides["watchdog_timeout_minutes"] = request.idle_minutes or settings.watchdog_timeout_minutes
     if demo:
         overrides["provider"] = "simulated"
         for attr, value in DEMO_DEFAULTS.items():
@@ -293,6 +301,7 @@ def extend(name: str, actor: str = "local") -> Session:
         raise UserError(f"session '{name}' is {session.state.label.lower()}; only a ready session can be extended")
     session.last_activity_at = utcnow()
     session.watchdog_warned_at = None
+    failsafe.request_extend(session, session.last_activity_at)  # the VM's clock moves at the monitor's next tick
     record_event(session, "action", "watchdog timer reset (extend)", actor=actor)
     db.session.commit()
     return session

@@ -32,6 +32,7 @@ ModelLookup = Callable[..., ModelFacts]
 CUSTOM_TIER = "custom"
 MIN_USEFUL_CONTEXT = 4096  # below this a coding assistant cannot hold a file and a question
 DEFAULT_CONTEXT = 32768  # proposed for a model outside maider's catalog (capped at what fits)
+DEFAULT_IDLE_MINUTES = 60  # autostop for new configurations: an idle VM is destroyed after this long
 ENV_KEYS = ("REGION", "TYPE", "MODEL_ID", "SERVED_MODEL_NAME", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PARALLEL_SIZE")
 SECRET_KEYS = {"linode": "LINODE_TOKEN", "hf": "HUGGING_FACE_HUB_TOKEN"}
 _OP_REFERENCE = re.compile(r"^op://[^/\r\n]+/[^/\r\n]+(/[^/\r\n]+)+$")  # names may hold spaces
@@ -434,6 +435,10 @@ def would_be_settings(ctx: Context, choices: Choices, tokens: Mapping[str, str |
     }
     if choices.max_model_len is not None:
         overrides["max_model_len"] = choices.max_model_len
+    if "WATCHDOG_ENABLED" not in ctx.settings.sources:  # what saving writes (see env_updates)
+        overrides["watchdog_enabled"] = True
+        if "WATCHDOG_TIMEOUT_MINUTES" not in ctx.settings.sources:
+            overrides["watchdog_timeout_minutes"] = DEFAULT_IDLE_MINUTES
     if ctx.demo:
         overrides["provider"] = "simulated"
     if tokens.get("linode"):
@@ -465,8 +470,11 @@ def review(ctx: Context, choices: Choices, tokens: Mapping[str, str | None] | No
 
 
 def env_updates(ctx: Context, choices: Choices) -> dict[str, str | None]:
-    """The managed ``.env`` variables and their new values (None: remove, so the default applies)."""
-    return {
+    """The managed ``.env`` variables and their new values (None: remove, so the default applies).
+
+    A configuration that never chose about autostop gets it on: idle VMs stop after ``DEFAULT_IDLE_MINUTES``.
+    """
+    updates = {
         "REGION": choices.region,
         "TYPE": choices.plan,
         "MODEL_ID": choices.model_id,
@@ -474,6 +482,11 @@ def env_updates(ctx: Context, choices: Choices) -> dict[str, str | None]:
         "VLLM_MAX_MODEL_LEN": str(choices.max_model_len) if choices.max_model_len else None,
         "VLLM_TENSOR_PARALLEL_SIZE": str(choices.tensor_parallel_size) if choices.tensor_parallel_size else None,
     }
+    if "WATCHDOG_ENABLED" not in ctx.settings.sources:
+        updates["WATCHDOG_ENABLED"] = "true"
+        if "WATCHDOG_TIMEOUT_MINUTES" not in ctx.settings.sources:
+            updates["WATCHDOG_TIMEOUT_MINUTES"] = str(DEFAULT_IDLE_MINUTES)
+    return updates
 
 
 def save(ctx: Context, choices: Choices, tokens: Mapping[str, str | None] | None = None, *,

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -23,6 +26,7 @@ import yaml
 
 from app.benchmark.on_vm import CMD_RUN_BENCHMARK, VM_BASE_URL
 from app.domain import vm_contract as vc
+from app.domain.cloud_init import TEMPLATE_DIR, fill_template
 from app.domain.vllm_env import parse_env  # the same reader maider uses, so both sides agree on quoting
 from app.remote import load_private_key, load_public_key, new_keypair
 from app.simulator import vllm_logs
@@ -65,6 +69,8 @@ class VmBehaviour:
     prefill_tokens_per_s: float = 3000.0  # fake vLLM: prompt tokens per second per GPU (TTFT grows with the prompt)
     batch_slowdown: float = 0.03  # fake vLLM: each other running request slows TTFT and ITL by this fraction
     hidden_gpus: int = 0  # the last N GPUs are missing from nvidia-smi (fell off the bus), for 'maider check'
+    failsafe_tick_s: float = 60.0  # real seconds between runs of the failsafe script (its systemd timer)
+    failsafe_speed: float = 1.0  # the failsafe's clock: simulated seconds per real second
 
     @classmethod
     def fast(cls, **overrides: object) -> VmBehaviour:
@@ -141,6 +147,12 @@ class SimulatedVm:
         self.vllm: FakeVllmServer | None = None
         self.webui: FakeWebUiServer | None = None
         self.weight_cache: set[str] = set()
+        # The failsafe: the real script from cloud_init/, run on this VM's files (a private folder stands in for /).
+        self.failsafe_root = tempfile.mkdtemp(prefix="maider-sim-vm-")
+        self.failsafe_log: list[str] = []  # what the script printed (its journal)
+        self._failsafe_script = os.path.join(self.failsafe_root, "maider-failsafe.py")
+        with open(self._failsafe_script, "w", encoding="utf-8") as handle:
+            handle.write(fill_template((TEMPLATE_DIR / "maider-failsafe.py").read_text()))
         self._commands: dict[str, Callable[[Callable[[], bytes]], ExecResult]] = {
             vc.CMD_BOOT_ID: lambda _in: ExecResult(0, self.boot_id + "\n"),
             vc.CMD_CLOUD_INIT_STATUS: lambda _in: self._cloud_init_status(),
@@ -155,6 +167,9 @@ class SimulatedVm:
             vc.CMD_RECREATE_VLLM: lambda _in: self._recreate_vllm(),
             vc.CMD_KEEP_PTY: lambda _in: ExecResult(hold=True),
             CMD_RUN_BENCHMARK: self._python_in_vllm,
+            vc.CMD_WRITE_FAILSAFE: self._write_failsafe,
+            vc.CMD_TOUCH_HEARTBEAT: lambda _in: self._touch_heartbeat(),
+            vc.CMD_DISARM_FAILSAFE: lambda _in: self._disarm_failsafe(),
         }
 
     def start(self, ssh_port: int = 0) -> None:
@@ -170,6 +185,11 @@ class SimulatedVm:
             self.ssh_port = self._ssh.port
             self.power = "booting"
             self._spawn(self._boot, self._boot_gen, self.behaviour.boot_s)
+            self._spawn(self._failsafe_timer)
+
+    def failsafe_path(self, vm_path: str) -> str:
+        """Where a file of the VM's failsafe (e.g. ``vm_contract.FAILSAFE_CONFIG``) lives on this laptop."""
+        return self.failsafe_root + vm_path
 
     def stop(self) -> None:
         """Power off for good: every connection and service ends, every thread is joined."""
@@ -185,6 +205,7 @@ class SimulatedVm:
         for thread in list(self._threads):
             if thread is not threading.current_thread():
                 thread.join(5)
+        shutil.rmtree(self.failsafe_root, ignore_errors=True)
 
     @property
     def is_ssh_up(self) -> bool:
@@ -399,6 +420,46 @@ class SimulatedVm:
         if self._on_env_written is not None:
             self._on_env_written(text)
         return ExecResult(0)
+
+    def _write_failsafe(self, read_stdin: Callable[[], bytes]) -> ExecResult:
+        config = self.failsafe_path(vc.FAILSAFE_CONFIG)
+        os.makedirs(os.path.dirname(config), mode=0o700, exist_ok=True)
+        with open(os.open(config + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+            handle.write(read_stdin())
+        os.replace(config + ".tmp", config)
+        return self._touch_heartbeat()
+
+    def _touch_heartbeat(self) -> ExecResult:
+        beat = self.failsafe_path(vc.FAILSAFE_HEARTBEAT)
+        os.makedirs(os.path.dirname(beat), exist_ok=True)
+        with open(beat, "a", encoding="utf-8"):
+            pass
+        os.utime(beat)
+        return ExecResult(0)
+
+    def _disarm_failsafe(self) -> ExecResult:
+        try:
+            os.remove(self.failsafe_path(vc.FAILSAFE_CONFIG))
+        except FileNotFoundError:
+            pass
+        return ExecResult(0)
+
+    def _failsafe_timer(self) -> None:
+        """The systemd timer: run the failsafe script every ``failsafe_tick_s`` while the VM is up."""
+        while not self._stopped.wait(self.behaviour.failsafe_tick_s):
+            if self.power != "running":
+                continue
+            vllm = self.vllm
+            env = {**os.environ, "MAIDER_FAILSAFE_ROOT": self.failsafe_root,
+                   "MAIDER_FAILSAFE_SPEED": str(self.behaviour.failsafe_speed),
+                   "MAIDER_FAILSAFE_METRICS_URL": f"http://127.0.0.1:{vllm.port if vllm else 9}/metrics"}
+            try:
+                result = subprocess.run([sys.executable, self._failsafe_script], env=env, capture_output=True,
+                                        text=True, timeout=120, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.failsafe_log.append(f"maider-failsafe: did not run ({type(exc).__name__})")
+                continue
+            self.failsafe_log += (result.stdout + result.stderr).splitlines()
 
     def _recreate_vllm(self) -> ExecResult:
         with self._lock:

@@ -3,12 +3,15 @@
 Shapes follow Linode's: lists are ``{"data": [...], "page", "pages", "results"}``, errors are
 ``{"errors": [{"field"?, "reason"}]}``, ``X-Filter`` is honoured for equality, ``+contains``, ``+and``/``+or``.
 Faults are scripted with ``fail()``; every request is recorded in ``requests`` so tests can assert what was sent.
+Personal access tokens minted through ``POST /profile/tokens`` authenticate too, within their scopes and expiry (a
+VM's failsafe deletes its own instance with one); ``deletions`` says who deleted what, ``GET /account/events`` when.
 """
 from __future__ import annotations
 
 import base64
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -97,6 +100,7 @@ class RecordedRequest:
     json: Any = None  # the request body, parsed
     query: dict[str, str] = field(default_factory=dict)
     x_filter: Any = None  # the parsed X-Filter header, if any
+    auth: str = "owner"  # "owner" (the account's token), "token:<id>" (a minted one) or "none"
 
 
 @dataclass
@@ -184,6 +188,12 @@ class FakeLinodeApi:
         self.create_bodies: dict[int, dict[str, Any]] = {}  # what each POST sent (user_data decoded)
         self.requests: list[RecordedRequest] = []
         self.on_create: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+        self.on_delete: Callable[[int], None] | None = None  # called after an instance is deleted
+        self.tokens: dict[int, dict[str, Any]] = {}  # minted personal access tokens (revoked ones removed)
+        self.revoked_tokens: dict[int, dict[str, Any]] = {}
+        self.deletions: dict[int, str] = {}  # instance id -> who deleted it ("owner" or "token:<id>")
+        self.events: list[dict[str, Any]] = []
+        self._next_token_id = 900
         self._faults: list[Fault] = []
         self._gets: dict[int, int] = {}
         self._next_id = 40_000_000
@@ -268,6 +278,9 @@ class FakeLinodeApi:
         app.add_url_rule("/v4/linode/instances/<int:instance_id>", view_func=self._get_instance)
         app.add_url_rule("/v4/linode/instances/<int:instance_id>", view_func=self._delete_instance,
                          methods=["DELETE"])
+        app.add_url_rule("/v4/profile/tokens", view_func=self._create_token, methods=["POST"])
+        app.add_url_rule("/v4/profile/tokens/<int:token_id>", view_func=self._delete_token, methods=["DELETE"])
+        app.add_url_rule("/v4/account/events", view_func=self._list_events)
         app.register_error_handler(404, lambda _e: _error(404, "Not found"))
         app.register_error_handler(405, lambda _e: _error(405, "Method not allowed"))
         return app
@@ -293,9 +306,32 @@ class FakeLinodeApi:
             response.headers["Retry-After"] = str(fault.retry_after)
         return response
 
+    def _caller(self) -> str | None:
+        """Who the request's token is: the owner, a live minted token allowed here, or None (refused)."""
+        header = request.headers.get("Authorization") or ""
+        if header == f"Bearer {self.token}":
+            return "owner"
+        now = self._now()
+        with self._lock:
+            for token_id, token in self.tokens.items():
+                if header != f"Bearer {token['token']}" or token["expiry"] <= now:
+                    continue
+                scopes = token["scopes"].split()
+                writes = request.method not in ("GET", "HEAD")
+                if request.path.startswith("/v4/linode/") and (
+                        "linodes:read_write" in scopes or (not writes and "linodes:read_only" in scopes)):
+                    return f"token:{token_id}"
+                return None
+        return None
+
+    def _now(self) -> datetime:
+        return (datetime.now(timezone.utc) + self.clock_skew).replace(microsecond=0, tzinfo=None)
+
     def _before(self) -> Response | None:
         g.fault = None
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        g.caller = self._caller()
+        if g.caller is None:
+            g.caller = "none"
             return _error(401, "Invalid Token")
         fault = self._take_fault()
         if fault is None:
@@ -317,7 +353,8 @@ class FakeLinodeApi:
         with self._lock:
             self.requests.append(RecordedRequest(
                 method=request.method, path=request.path, status=response.status_code,
-                json=request.get_json(silent=True), query=dict(request.args), x_filter=x_filter))
+                json=request.get_json(silent=True), query=dict(request.args), x_filter=x_filter,
+                auth=g.get("caller") or "none"))
         return response
 
     def _page(self, items: list[dict[str, Any]]) -> Response:
@@ -368,7 +405,56 @@ class FakeLinodeApi:
         with self._lock:
             if self.instances.pop(instance_id, None) is None:
                 return _error(404, "Not found")
+            self.deletions[instance_id] = g.caller
+            self.events.append({"id": len(self.events) + 1, "action": "linode_delete",
+                                "created": self._now().isoformat(), "status": "notification",
+                                "entity": {"id": instance_id, "type": "linode", "label": None},
+                                "username": "maider-test"})
+        if self.on_delete is not None:
+            self.on_delete(instance_id)
         return _ok({})  # Linode answers 200 {}; the SDK breaks on a 204
+
+    def _create_token(self) -> Response:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return _error(400, "Request body must be JSON")
+        if g.caller != "owner":
+            return _error(401, "Your OAuth token is not authorized to use this endpoint.")
+        try:
+            expiry = datetime.fromisoformat(str(body["expiry"])) if body.get("expiry") else None
+        except ValueError:
+            return _error(400, "expiry must be a datetime", "expiry")
+        if expiry is not None and expiry <= self._now():
+            return _error(400, "Expiry must be in the future", "expiry")
+        with self._lock:
+            self._next_token_id += 1
+            token = {"id": self._next_token_id, "label": body.get("label") or "", "scopes": body.get("scopes") or "*",
+                     "created": self._now().isoformat(), "expiry": expiry or datetime(2999, 1, 1),
+                     "token": secrets.token_hex(32)}
+            self.tokens[token["id"]] = token
+        return _ok({**token, "expiry": token["expiry"].isoformat()})
+
+    def _delete_token(self, token_id: int) -> Response:
+        with self._lock:
+            token = self.tokens.pop(token_id, None)
+            if token is None:
+                return _error(404, "Not found")
+            self.revoked_tokens[token_id] = token
+        return _ok({})
+
+    def _list_events(self) -> Response:
+        with self._lock:
+            events = [dict(e) for e in self.events]
+        try:
+            x_filter = json.loads(request.headers.get("X-Filter") or "{}")
+        except ValueError:
+            return _error(400, "Invalid JSON in X-Filter")
+        entity_id = x_filter.pop("entity.id", None) if isinstance(x_filter, dict) else None
+        if isinstance(x_filter, dict):
+            x_filter.pop("entity.type", None)
+        events = [e for e in events if entity_id is None or e["entity"]["id"] == entity_id]
+        events = [e for e in events if _matches(e, x_filter)]
+        return _ok({"data": events, "page": 1, "pages": 1, "results": len(events)})
 
     def _create_instance(self) -> Response:
         body = request.get_json(silent=True)
