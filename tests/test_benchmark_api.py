@@ -177,3 +177,11 @@ def test_on_the_vm_is_for_sessions_only(app, ready):
     response = app.test_client().post("/api/v1/benchmarks", headers=AUTH, json={
         "base_url": "http://127.0.0.1:9", "model": "m", "where": "vm"})
     assert response.status_code == 422 and "where" in response.get_json()["fields"]
+
+
+def test_the_runs_list_also_marks_orphaned_runs_failed(app, ready):
+    with app.app_context():
+        db.session.add(BenchmarkRun(status="queued", settings={}, progress={}))
+        db.session.commit()
+    runs = app.test_client().get("/api/v1/benchmarks", headers=AUTH).get_json()["runs"]
+    assert runs[0]["status"] == "failed"

@@ -31,7 +31,7 @@ def _progress_line(run: dict[str, Any]) -> str:
     level = int(progress.get("level", 0))
     done, total = int(progress.get("done", 0)), int(progress.get("total") or run["settings"].get("num_prompts", 0))
     filled = int(BAR_WIDTH * done / total) if total else 0
-    where = f"concurrency {levels[level]}" if level < len(levels) else "load"
+    where = f"concurrency {levels[level % len(levels)]}" if levels else "rate sweep"
     count = progress.get("levels") or max(1, len(levels))
     return (f"\r  level {level + 1}/{count} ({where}) [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
             f"{done}/{total} requests  {progress.get('output_tokens_per_s', 0.0):,.0f} tok/s   ")

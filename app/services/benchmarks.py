@@ -258,8 +258,10 @@ def progress(app: Flask, run: BenchmarkRun) -> dict[str, Any]:
     return active.snapshot() if active else {}
 
 
-def list_runs(limit: int = 200) -> list[BenchmarkRun]:
-    return list(db.session.scalars(sa.select(BenchmarkRun).order_by(BenchmarkRun.id.desc()).limit(limit)))
+def list_runs(app: Flask, limit: int = 200) -> list[BenchmarkRun]:
+    """Runs, newest first; any left running by a stopped server is marked failed."""
+    runs = list(db.session.scalars(sa.select(BenchmarkRun).order_by(BenchmarkRun.id.desc()).limit(limit)))
+    return [get_run(app, run.id) if not run.state.is_finished() else run for run in runs]
 
 
 def runs_by_ids(app: Flask, ids: list[int]) -> list[BenchmarkRun]:
