@@ -15,6 +15,7 @@ from app.cli.client import MaiderClient, connect, resolve_name, set_current_sess
 from app.domain.aider import AIDER_ENV_FILENAME, METADATA_FILENAME, aider_command
 from app.files import write_private
 from app.domain.cost import format_duration, format_money
+from app.domain.failsafe import format_left
 from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 from datetime import timedelta
 
@@ -90,11 +91,19 @@ def _print_ready(session: dict[str, Any], env_path: Path, meta_path: Path, hando
 @click.option("--max-model-len", type=CONTEXT_RANGE, help="Context length (default: VLLM_MAX_MODEL_LEN).")
 @click.option("--launch-aider", is_flag=True, help="Start aider in this terminal once the model is ready.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep a VM whose launch failed, for debugging (still billed).")
-def up(name, model_id, region, plan, max_model_len, launch_aider, keep_on_failure) -> None:
+@click.option("--idle-minutes", type=click.IntRange(0, 7 * 24 * 60),
+              help="Destroy the VM after N idle minutes; 0: never (default: WATCHDOG_TIMEOUT_MINUTES).")
+@click.option("--max-hours", type=click.FloatRange(0, 24 * 31),
+              help="Destroy the VM H hours after it was created; 0: no limit (default: MAX_LIFETIME_HOURS).")
+@click.option("--budget", "budget_usd", type=click.FloatRange(0, 1_000_000),
+              help="Destroy the VM once it has cost USD dollars; 0: no cap (default: BUDGET_USD).")
+def up(name, model_id, region, plan, max_model_len, launch_aider, keep_on_failure, idle_minutes, max_hours,
+       budget_usd) -> None:
     """Create a GPU VM with vLLM and Open WebUI, and wait until it serves."""
     client = connect()
     body = {"name": name, "model_id": model_id, "region": region, "plan": plan, "max_model_len": max_model_len,
-            "keep_on_failure": keep_on_failure, "workdir": os.getcwd()}
+            "keep_on_failure": keep_on_failure, "workdir": os.getcwd(), "idle_minutes": idle_minutes,
+            "max_hours": max_hours, "budget_usd": budget_usd}
     session = client.post("/sessions", body)
     name = session["name"]
     set_current_session(name)
@@ -155,6 +164,14 @@ def down(name, force, no_wait) -> None:
     click.echo(f"  Total cost:  {_money(session['cost'])} (estimate)")
 
 
+def _autostop(session: dict[str, Any]) -> str:
+    """``42 min (idle)``; ``-`` when nothing stops the VM on its own."""
+    seconds = session.get("autostop_seconds")
+    if seconds is None:
+        return "-"
+    return f"{format_left(timedelta(seconds=seconds))} ({session['autostop_reason']})"
+
+
 @click.command("list")
 def list_sessions() -> None:
     """List sessions with status, runtime and cost."""
@@ -164,11 +181,11 @@ def list_sessions() -> None:
     if not sessions:
         click.echo("No sessions. Start one with 'maider up' or in the panel.")
     else:
-        rows = [("NAME", "STATUS", "MODEL", "PLAN", "RUNTIME", "COST", "$/H")]
+        rows = [("NAME", "STATUS", "MODEL", "PLAN", "RUNTIME", "COST", "$/H", "AUTOSTOP IN")]
         for s in sessions:
             status = s["status_label"] + (" (destroy pending)" if s["destroy_pending"] else "")
             rows.append((s["name"], status, s["model_id"], s["plan"], _runtime(s["runtime_seconds"]),
-                         _money(s["cost"]), _money(s["hourly_price"])))
+                         _money(s["cost"]), _money(s["hourly_price"]), _autostop(s)))
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -195,6 +212,10 @@ def status(name) -> None:
     click.echo(f"  VM       {s['plan']} ({s['gpus']}× {s['gpu_name'] or 'GPU'}) in {s['region']}, "
                f"{s['provider']} {s['instance_id'] or '(not created yet)'}")
     click.echo(f"  cost     {_money(s['cost'])} over {_runtime(s['runtime_seconds'])} at {_money(s['hourly_price'])}/h")
+    if s.get("autostop_seconds") is not None:
+        click.echo(f"  autostop in {_autostop(s)} ('maider extend' resets the idle clock)")
+    if s.get("failsafe_minutes"):
+        click.echo(f"  failsafe armed: this VM deletes itself if maider is silent for {s['failsafe_minutes']} min")
     if s.get("api_port"):
         click.echo(f"  tunnel   {s['tunnel_state']}: API http://127.0.0.1:{s['api_port']}/v1, "
                    f"Open WebUI {client.url}/sessions/{name}/webui")
@@ -244,8 +265,9 @@ def extend(name) -> None:
     """Reset the idle watchdog's timer for a session."""
     client = connect()
     name = resolve_name(name)
-    client.post(f"/sessions/{name}/extend")
-    click.echo(f"Watchdog timer reset for {name}.")
+    session = client.post(f"/sessions/{name}/extend")
+    click.echo(f"Watchdog timer reset for {name}" + (" (and on the VM, for its failsafe)."
+                                                     if session.get("failsafe_minutes") else "."))
 
 
 @click.command("switch-model")

@@ -99,6 +99,25 @@ class Whole:
 
 
 @dataclass(frozen=True)
+class Amount:
+    """A number within bounds (a JSON integer or decimal, not true)."""
+
+    minimum: float
+    maximum: float
+    example: float
+
+    def check(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number, not {_json_type(value)}")
+        if not self.minimum <= value <= self.maximum:
+            raise ValueError(f"must be between {self.minimum:g} and {self.maximum:,g}")
+        return float(value)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "number", "minimum": self.minimum, "maximum": self.maximum, "example": self.example}
+
+
+@dataclass(frozen=True)
 class Flag:
     """A JSON boolean: the string "false" is refused, never read as true."""
 
@@ -129,6 +148,9 @@ CONTEXT = Whole(MIN_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS, 32768)
 TENSOR_PARALLEL = Whole(1, MAX_TENSOR_PARALLEL, 1)
 EVENT_ID = Whole(0, MAX_DB_ID, 0)
 FLAG = Flag()
+IDLE_MINUTES = Whole(0, 7 * 24 * 60, 60)  # the bounds of WATCHDOG_TIMEOUT_MINUTES, and 0 for "no idle autostop"
+MAX_HOURS = Amount(0, 24 * 31, 8)  # as MAX_LIFETIME_HOURS
+BUDGET_USD = Amount(0, 1_000_000, 20)  # as BUDGET_USD
 
 
 @dataclass(frozen=True)
@@ -182,7 +204,7 @@ class Body:
 LAUNCH = Body("LaunchRequest", {
     "name": SESSION_NAME, "workdir": WORKDIR, "region": REGION, "plan": PLAN, "model_id": MODEL_ID,
     "served_name": SERVED_NAME, "max_model_len": CONTEXT, "tensor_parallel_size": TENSOR_PARALLEL,
-    "keep_on_failure": FLAG,
+    "keep_on_failure": FLAG, "idle_minutes": IDLE_MINUTES, "max_hours": MAX_HOURS, "budget_usd": BUDGET_USD,
 }, descriptions={
     "name": "default: the model's name and the next free number",
     "workdir": "the project folder whose .env is read and where aider's files go (default: the server's folder); "
@@ -191,6 +213,10 @@ LAUNCH = Body("LaunchRequest", {
     "model_id": "default: MODEL_ID", "served_name": "default: SERVED_MODEL_NAME",
     "max_model_len": "default: VLLM_MAX_MODEL_LEN", "tensor_parallel_size": "default: every GPU of the plan",
     "keep_on_failure": "keep a VM whose launch failed, for debugging (it is still billed)",
+    "idle_minutes": "destroy the VM after this many idle minutes, 0 for never (default: WATCHDOG_TIMEOUT_MINUTES "
+                    "when WATCHDOG_ENABLED)",
+    "max_hours": "destroy the VM this many hours after it was created, 0 for no limit (default: MAX_LIFETIME_HOURS)",
+    "budget_usd": "destroy the VM once it has cost this many US dollars, 0 for no cap (default: BUDGET_USD)",
 })
 SWITCH_MODEL = Body("SwitchModelRequest", {
     "model_id": MODEL_ID, "max_model_len": CONTEXT, "tensor_parallel_size": TENSOR_PARALLEL,

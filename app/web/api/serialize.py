@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.models import Event, OrphanInstance, Session
+from app.domain.failsafe import autostop_in
+from app.models import Event, OrphanInstance, Session, SessionState, utcnow
 from app.services import sessions as sessions_service
 
 
@@ -27,8 +28,24 @@ def session_json(session: Session, now: datetime | None = None) -> dict[str, Any
         "vllm_config": session.vllm_config, "keep_on_failure": session.keep_on_failure,
         "heal_attempts": session.heal_attempts, "destroy_pending": session.destroy_attempts > 0,
         "vm_alive": sessions_service.is_vm_alive(session), "workdir": session.workdir,
-        "created_by": session.created_by,
+        "created_by": session.created_by, **_autostop(session, now or utcnow()),
     }
+
+
+def _autostop(session: Session, now: datetime) -> dict[str, Any]:
+    """When maider's watchdog stops a ready VM (and why), and what its on-VM failsafe is armed with."""
+    left = None
+    if session.state == SessionState.READY and session.destroy_requested_at is None:
+        left = autostop_in(now, idle_timeout_minutes=session.idle_timeout_minutes,
+                           idle_since=session.last_activity_at or session.ready_at,
+                           started_at=session.billing_started_at, max_lifetime_hours=session.max_lifetime_hours,
+                           budget_usd=session.budget_usd, hourly_price=session.hourly_price or 0.0)
+    failsafe = (session.engine_state or {}).get("failsafe") or {}
+    armed = bool(failsafe.get("token_id")) and sessions_service.is_vm_alive(session)
+    return {"autostop_seconds": int(left[0].total_seconds()) if left else None,
+            "autostop_reason": left[1] if left else None,
+            "failsafe_minutes": failsafe.get("silence_minutes") if armed else None,
+            "failsafe_deadline": (failsafe.get("deadline_at") + "Z") if armed and failsafe.get("deadline_at") else None}
 
 
 def event_json(event: Event) -> dict[str, Any]:
