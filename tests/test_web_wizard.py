@@ -249,8 +249,10 @@ def test_the_saved_choices_are_marked_so_a_rerun_shows_what_changes(client, csrf
 
 
 @pytest.fixture
-def live_demo_url(demo_app):
+def live_demo_url(demo_app, page):
+    """The demo panel in a thread, with ``page`` signed in as the owner (the wizard is for admins)."""
     with serve_in_thread(demo_app) as url:
+        page.goto(f"{url}/login?token={demo_app.extensions['maider_login_links'].mint()}")
         yield url
 
 
