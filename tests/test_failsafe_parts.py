@@ -240,3 +240,48 @@ def test_cli_shows_time_left_before_autostop(app, linode_world, monkeypatch):
     status = CliRunner().invoke(cli_sessions.status, ["timed"])
     assert "autostop in " in status.output and "failsafe armed: this VM deletes itself if maider is silent for 60 " \
         "min" in status.output, status.output
+
+
+# autostop on by default, and the settings page says what the failsafe's token can reach
+
+def test_new_configurations_get_autostop_and_a_chosen_one_is_kept(tmp_path):
+    from app.services import wizard
+
+    home = tmp_path / "maider-home"
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    updates = wizard.env_updates(wizard.open_context(fresh, home, demo=True), wizard.Choices(region="us-ord"))
+    assert updates["WATCHDOG_ENABLED"] == "true" and updates["WATCHDOG_TIMEOUT_MINUTES"] == "60"
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    (chosen / ".env").write_text("WATCHDOG_ENABLED=false\n")
+    updates = wizard.env_updates(wizard.open_context(chosen, home, demo=True), wizard.Choices(region="us-ord"))
+    assert "WATCHDOG_ENABLED" not in updates and "WATCHDOG_TIMEOUT_MINUTES" not in updates
+
+
+def test_settings_page_explains_the_failsafe_token_and_how_to_turn_it_off(app, client):
+    page = client.get("/settings/").get_data(as_text=True)
+    assert "Linode cannot limit a token to one instance" in page and "FAILSAFE=off" in page
+    (Path(app.config["MAIDER_WORKDIR"]) / ".env").write_text("FAILSAFE=off\n")
+    page = client.get("/settings/").get_data(as_text=True)
+    assert "Failsafe <strong>off</strong>" in page
+
+
+def test_a_token_about_to_run_out_is_renewed_while_the_session_lives(app, linode_world):
+    launch(app, "long", linode_world["workdir"])
+    ready = drive(app, "long", in_state(SessionState.READY, SessionState.FAILED))
+    api = linode_world["api"]
+    [first] = api.tokens
+    with app.app_context():
+        session = db.session.get(Session, ready.id)
+        state = dict(session.engine_state)
+        state["failsafe"] = {**state["failsafe"], "expires_at": (utcnow() + timedelta(minutes=50)).isoformat()}
+        session.engine_state = state
+        db.session.commit()
+        monitor.run_once(app)
+        messages = [e.message for e in db.session.get(Session, ready.id).events]
+    [second] = api.tokens
+    assert second != first and first in api.revoked_tokens
+    assert any(m.startswith("failsafe token renewed") for m in messages)
+    config = json.loads(Path(linode_world["vms"][-1].failsafe_path(vm_contract.FAILSAFE_CONFIG)).read_text())
+    assert config["token"] == api.tokens[second]["token"]
