@@ -15,7 +15,7 @@ from app.domain import failsafe as rules
 from app.domain import vm_contract as vm
 from app.engine.state import record_event
 from app.models import Session
-from app.providers.base import NotFound, Provider, ProviderError
+from app.providers.base import AuthError, NotFound, Provider, ProviderError
 from app.remote import RemoteError, RemoteHost
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,11 @@ def arm(session: Session, provider: Provider, remote: RemoteHost, now: datetime)
     try:
         _install(session, provider, remote, limits, expiry, now)
     except (ProviderError, RemoteError) as exc:
-        _save(session, {"enabled": False, "problem": str(exc)[:200]})
-        record_event(session, "warning", f"failsafe not armed ({exc}): only maider on this laptop can stop this VM")
+        problem = ("the provider refused to mint its token: a token can only mint tokens with scopes it has itself "
+                   "(Linodes read/write)" if isinstance(exc, AuthError) else str(exc))[:200]
+        _save(session, {"enabled": False, "problem": problem})
+        record_event(session, "warning", f"failsafe not armed ({problem}): only maider on this laptop can stop this "
+                                         "VM (FAILSAFE=off silences this)")
         return
     record_event(session, "stage", f"failsafe armed: this VM deletes itself if maider is silent for {minutes} min",
                  token_expires_at=expiry.isoformat(timespec="seconds"))

@@ -16,7 +16,7 @@ from app.engine.runtime import runtime
 from app.engine.session_tunnels import ensure_tunnel
 from app.engine.state import record_event
 from app.extensions import db
-from app.models import Session, SessionState
+from app.models import Session, SessionState, vm_may_bill_clause
 from app.redaction import redact
 from app.remote import RemoteError
 
@@ -71,12 +71,7 @@ def _check(app: Flask, session: Session) -> None:
     if before != session.tunnel_state:
         record_event(session, "tunnel", f"tunnel {session.tunnel_state} on ports {session.api_port}/"
                                         f"{session.webui_port}")
-    try:
-        remote = engine.remote(*remote_target(session, identity))
-        failsafe.beat(session, remote, now)
-        failsafe.renew_if_due(session, engine.provider_for(session), remote, now)
-    except RemoteError as exc:
-        log.info("monitor: %s: no failsafe heartbeat (%s)", session.name, type(exc).__name__)
+    _keep_failsafe(engine, session, identity, now)
     state = dict(session.engine_state or {})
     try:
         refresh_vm_detail(engine, session, identity, state, now)
@@ -101,6 +96,19 @@ def _check(app: Flask, session: Session) -> None:
     session.engine_state = dict(state)  # a new object, so the JSON column is seen as changed
 
 
+def _keep_failsafe(engine, session: Session, identity, now, renew: bool = True) -> None:
+    """The VM's failsafe hears from maider at every tick (and gets a fresh token or clock when due)."""
+    if not failsafe.is_armed(session):
+        return
+    try:
+        remote = engine.remote(*remote_target(session, identity))
+        failsafe.beat(session, remote, now)
+        if renew:
+            failsafe.renew_if_due(session, engine.provider_for(session), remote, now)
+    except RemoteError as exc:
+        log.info("monitor: %s: no failsafe heartbeat (%s)", session.name, type(exc).__name__)
+
+
 def _with_sample(samples: list | None, session: Session, now, metrics: dict) -> list[list[float]]:
     """The session's bounded ring of [time, output tok/s, running, waiting, KV use, cost so far] for live charts."""
     started = session.billing_started_at
@@ -119,4 +127,13 @@ def run_once(app: Flask) -> int:
         if session.state == SessionState.READY and session.destroy_requested_at is None:
             _check(app, session)
 
-    return for_each_claimed(ids, engine.clock, check, "monitor")
+    # A failed launch's VM kept for debugging stays alive while maider runs; with the laptop closed it goes.
+    kept = list(db.session.scalars(sa.select(Session.id).where(Session.status == SessionState.FAILED.value,
+                                                               vm_may_bill_clause())))
+
+    def keep(session: Session) -> None:
+        if session.state == SessionState.FAILED and session.destroy_requested_at is None:
+            _keep_failsafe(engine, session, ensure_identity(engine.home, session.uid), engine.clock(), renew=False)
+
+    return for_each_claimed(ids, engine.clock, check, "monitor") + for_each_claimed(kept, engine.clock, keep,
+                                                                                    "monitor")

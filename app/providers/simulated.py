@@ -236,8 +236,12 @@ class SimulatedProvider:
         with _VMS_LOCK:
             keys = [k for k in _VMS if k[0] == str(self.home)]
             vms = [_VMS.pop(k) for k in keys]
+            api = _APIS.pop(str(self.home), None)
+            _TOKENS.pop(str(self.home), None)
         for vm in vms:
             vm.stop()
+        if api is not None:
+            api.stop()
 
     def _instance(self, instance_id: str, record: dict[str, Any]) -> Instance:
         vm = _VMS.get((str(self.home), instance_id))
