@@ -285,3 +285,17 @@ def test_a_token_about_to_run_out_is_renewed_while_the_session_lives(app, linode
     assert any(m.startswith("failsafe token renewed") for m in messages)
     config = json.loads(Path(linode_world["vms"][-1].failsafe_path(vm_contract.FAILSAFE_CONFIG)).read_text())
     assert config["token"] == api.tokens[second]["token"]
+
+
+def test_cli_wizard_says_autostop_is_on_for_a_new_configuration(monkeypatch):
+    from click.testing import CliRunner
+
+    from app.cli.wizard import wizard
+    from app.config import load_settings
+
+    monkeypatch.setenv("TZ", "UTC")
+    result = CliRunner().invoke(wizard, ["--demo", "--yes"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "autostop: an idle VM is destroyed after 60 min" in result.output
+    settings = load_settings(Path.cwd())
+    assert settings.watchdog_enabled and settings.watchdog_timeout_minutes == 60 and settings.failsafe

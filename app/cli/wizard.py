@@ -126,6 +126,10 @@ def _show_review(result: wizard_service.Review) -> None:
         click.secho(f"! {warning}", fg="yellow")
     for note in result.report.notes:
         click.echo(f"• {note}")
+    settings = result.settings
+    click.echo(f"• autostop: an idle VM is destroyed after {settings.watchdog_timeout_minutes} min "
+               "(WATCHDOG_TIMEOUT_MINUTES in .env, or maider up --idle-minutes N)" if settings.watchdog_enabled
+               else "• autostop off: an idle VM runs (and bills) until you destroy it (WATCHDOG_ENABLED=true)")
     if result.ok and result.report.fit is None:
         click.secho("! region and plan check out, but the model's fit was not checked: if it does not fit, vLLM "
                     "stops at start-up and the VM is billed until it is destroyed", fg="yellow")
