@@ -299,3 +299,32 @@ def test_cli_wizard_says_autostop_is_on_for_a_new_configuration(monkeypatch):
     assert "autostop: an idle VM is destroyed after 60 min" in result.output
     settings = load_settings(Path.cwd())
     assert settings.watchdog_enabled and settings.watchdog_timeout_minutes == 60 and settings.failsafe
+
+
+def test_a_refused_token_leaves_the_launch_going_and_says_the_failsafe_is_off(app, linode_world, client):
+    api = linode_world["api"]
+    api.fail("POST", r"/v4/profile/tokens$", 403, times=1)
+    launch(app, "no-mint", linode_world["workdir"])
+    ready = drive(app, "no-mint", in_state(SessionState.READY, SessionState.FAILED))
+    assert ready.status == "ready", ready.status_message
+    assert not api.tokens and not Path(linode_world["vms"][-1].failsafe_path(vm_contract.FAILSAFE_CONFIG)).exists()
+    with app.app_context():
+        warnings = [e.message for e in db.session.get(Session, ready.id).events if e.kind == "warning"]
+    assert any("failsafe not armed (the provider refused to mint its token" in w for w in warnings)
+    page = client.get(f"/sessions/no-mint?uid={ready.uid}").get_data(as_text=True)
+    assert "Failsafe off: only maider on this laptop can stop this VM" in page
+
+
+def test_a_failed_launchs_kept_vm_hears_maider_while_it_runs(app, linode_world):
+    launch(app, "kept-vm", linode_world["workdir"], keep_on_failure=True)
+    ready = drive(app, "kept-vm", in_state(SessionState.READY, SessionState.FAILED))
+    with app.app_context():
+        session = db.session.get(Session, ready.id)
+        session.status = SessionState.FAILED.value  # as a launch that failed after arming, its VM kept
+        state = dict(session.engine_state)
+        state["failsafe"] = {**state["failsafe"], "heartbeat_at": "2000-01-01T00:00:00"}
+        session.engine_state = state
+        db.session.commit()
+        monitor.run_once(app)
+        beat = db.session.get(Session, ready.id).engine_state["failsafe"]["heartbeat_at"]
+    assert beat > "2026"
