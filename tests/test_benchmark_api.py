@@ -185,3 +185,29 @@ def test_the_runs_list_also_marks_orphaned_runs_failed(app, ready):
         db.session.commit()
     runs = app.test_client().get("/api/v1/benchmarks", headers=AUTH).get_json()["runs"]
     assert runs[0]["status"] == "failed"
+
+
+def test_a_request_rate_alone_sends_poisson_arrivals_without_a_concurrency_limit(app, ready):
+    api = app.test_client()
+    run_id = api.post("/api/v1/benchmarks", headers=AUTH, json={
+        "session": "bench", "request_rate": "40", "num_prompts": 4, "input_len": 8, "output_len": 4}).get_json()["id"]
+    run = _finished(app, api, run_id)
+    assert run["status"] == "done", run["error"]
+    assert [(lv["max_concurrency"], lv["request_rate"]) for lv in run["levels"]] == [(None, 40.0)]
+    starts = api.get(f"/api/v1/benchmarks/{run_id}/results.json", headers=AUTH).get_json()[0]["start_times"]
+    assert starts == sorted(starts) and starts[-1] > starts[0]  # spread out, not all at t=0
+
+
+def test_a_sharegpt_file_supplies_prompts_and_reply_lengths(app, ready, tmp_path):
+    dataset = tmp_path / "sharegpt.json"
+    dataset.write_text('[{"conversations": [{"from": "human", "value": "' + "explain this code " * 8 + '"},'
+                       ' {"from": "gpt", "value": "' + "word " * 12 + '"}]}]')
+    api = app.test_client()
+    run_id = api.post("/api/v1/benchmarks", headers=AUTH, json={
+        "session": "bench", "concurrency": "2", "num_prompts": 3, "dataset": str(dataset)}).get_json()["id"]
+    run = _finished(app, api, run_id)
+    assert run["status"] == "done", run["error"]
+    level = run["levels"][0]
+    assert level["completed"] == 3 and level["dataset"] == str(dataset)
+    assert level["total_input_tokens"] == 3 * len("explain this code " * 8) // 4
+    assert level["total_output_tokens"] == 3 * 15  # each reply's length (60 characters), not the 128 default

@@ -102,14 +102,16 @@ def _follow(client: MaiderClient, run_id: int) -> dict[str, Any]:
 
 @click.command()
 @click.argument("name", required=False)
-@click.option("--concurrency", default="1,2,4,8", show_default=True,
-              help="Levels of concurrent requests, comma-separated; each level sends --num-prompts requests.")
+@click.option("--concurrency", default=None,
+              help="Levels of concurrent requests, comma-separated; each level sends --num-prompts requests "
+                   "[default: 1,2,4,8; none with --request-rate].")
 @click.option("--num-prompts", type=click.IntRange(1, 10_000), default=32, show_default=True,
               help="Requests at each level.")
 @click.option("--input-len", type=click.IntRange(1, 131_072), default=1024, show_default=True,
               help="Prompt tokens (random dataset).")
-@click.option("--output-len", type=click.IntRange(1, 131_072), default=128, show_default=True,
-              help="Output tokens: exact for random prompts (ignore_eos).")
+@click.option("--output-len", type=click.IntRange(1, 131_072), default=None,
+              help="Output tokens: exact for random prompts (ignore_eos) [default: 128; a ShareGPT file's own "
+                   "reply lengths].")
 @click.option("--dataset", default="random", show_default=True,
               help="'random', or a ShareGPT-format JSON file (first turn as prompt, reply length as max tokens).")
 @click.option("--request-rate", default="", help="Requests per second (Poisson arrivals); comma-separated to sweep.")
@@ -122,15 +124,16 @@ def _follow(client: MaiderClient, run_id: int) -> dict[str, Any]:
 @click.option("--base-url", default="", help="Measure another OpenAI-compatible server instead of a session.")
 @click.option("--api-key", default="", envvar="MAIDER_BENCHMARK_API_KEY", help="Its API key (with --base-url).")
 @click.option("--model", default="", help="Its served model name (with --base-url).")
-def benchmark(name: str | None, concurrency: str, num_prompts: int, input_len: int, output_len: int, dataset: str,
-              request_rate: str, goodput: str, endpoint: str, output: Path | None, on_vm: bool, base_url: str,
-              api_key: str, model: str) -> None:
+def benchmark(name: str | None, concurrency: str | None, num_prompts: int, input_len: int, output_len: int | None,
+              dataset: str, request_rate: str, goodput: str, endpoint: str, output: Path | None, on_vm: bool,
+              base_url: str, api_key: str, model: str) -> None:
     """Benchmark a session's vLLM through its tunnel: TTFT, TPOT, ITL, E2EL and throughput per level."""
     if output is not None and output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise click.BadParameter("write FILE.json or FILE.csv", param_hint="-o")
-    body: dict[str, Any] = {"num_prompts": num_prompts, "input_len": input_len, "output_len": output_len,
-                            "endpoint": endpoint}
-    if _levels_text(concurrency):
+    body: dict[str, Any] = {"num_prompts": num_prompts, "input_len": input_len, "endpoint": endpoint}
+    if output_len is not None:
+        body["output_len"] = output_len
+    if concurrency is not None and _levels_text(concurrency):
         body["concurrency"] = _levels_text(concurrency)
     if request_rate:
         body["request_rate"] = _levels_text(request_rate)

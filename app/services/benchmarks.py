@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from app.benchmark.client import Level, Target
-from app.benchmark.prompts import DatasetError, random_prompts, sharegpt_prompts
+from app.benchmark.prompts import DEFAULT_OUTPUT_LEN, DatasetError, random_prompts, sharegpt_prompts
 from app.benchmark_models import BenchmarkRun, RunState
 from app.domain.benchmark_stats import parse_goodput
 from app.domain.gpu_catalog import gpu_for_plan
@@ -29,6 +29,7 @@ from app.extensions import db
 from app.models import Session, SessionState, utcnow
 from app.services import sessions as sessions_service
 
+DEFAULT_LEVELS = (1, 2, 4, 8)
 MAX_CONCURRENCY = 1024
 MAX_LEVELS = 12
 MAX_PROMPTS = 10_000
@@ -46,11 +47,11 @@ class BenchmarkRequest:
     base_url: str | None = None
     api_key: str = ""
     model: str | None = None
-    concurrency: tuple[int, ...] = (1, 2, 4, 8)
+    concurrency: tuple[int, ...] = (1, 2, 4, 8)  # DEFAULT_LEVELS
     request_rates: tuple[float, ...] = (math.inf,)
     num_prompts: int = 32
     input_len: int = 1024
-    output_len: int = 128
+    output_len: int | None = None  # None: 128 for random prompts, each reply's length for ShareGPT
     dataset: str = "random"  # or the path of a ShareGPT JSON file
     goodput: str = ""
     endpoint: str = "completions"
@@ -66,7 +67,8 @@ class BenchmarkRequest:
     def settings(self) -> dict[str, Any]:
         """What the run row keeps (no key)."""
         return {"concurrency": list(self.concurrency), "request_rates": [_rate_text(r) for r in self.request_rates],
-                "num_prompts": self.num_prompts, "input_len": self.input_len, "output_len": self.output_len,
+                "num_prompts": self.num_prompts, "input_len": self.input_len,
+                "output_len": self.output_len or (DEFAULT_OUTPUT_LEN if self.dataset == "random" else None),
                 "dataset": self.dataset, "goodput": self.goodput, "endpoint": self.endpoint,
                 "warmup": self.warmup, "seed": self.seed, "where": self.where}
 
@@ -145,11 +147,12 @@ def parse_request(body: dict[str, Any]) -> BenchmarkRequest:
     rates = _rates(body, errors)
     request = BenchmarkRequest(
         session=session, base_url=base_url, api_key=str(body.get("api_key") or ""), model=model,
-        concurrency=concurrency if "concurrency" in body else (1, 2, 4, 8),
+        # No levels given: the usual sweep, or no concurrency limit when a request rate sets the load.
+        concurrency=concurrency if "concurrency" in body else (() if body.get("request_rate") else DEFAULT_LEVELS),
         request_rates=rates,
         num_prompts=_int(body, "num_prompts", 32, 1, MAX_PROMPTS, errors),
         input_len=_int(body, "input_len", 1024, 1, MAX_LEN, errors),
-        output_len=_int(body, "output_len", 128, 1, MAX_LEN, errors),
+        output_len=_int(body, "output_len", 0, 1, MAX_LEN, errors) if "output_len" in body else None,
         dataset=str(body.get("dataset") or "random").strip(),
         goodput=str(body.get("goodput") or "").strip(),
         endpoint=str(body.get("endpoint") or "completions").strip(),
@@ -178,10 +181,10 @@ def parse_request(body: dict[str, Any]) -> BenchmarkRequest:
 
 def _prompts(request: BenchmarkRequest):
     if request.dataset == "random":
-        return random_prompts(request.num_prompts, request.input_len, request.output_len, request.seed)
+        return random_prompts(request.num_prompts, request.input_len, request.output_len or DEFAULT_OUTPUT_LEN,
+                              request.seed)
     try:
-        explicit = request.output_len if request.output_len else None
-        return sharegpt_prompts(Path(request.dataset), request.num_prompts, explicit, request.seed)
+        return sharegpt_prompts(Path(request.dataset), request.num_prompts, request.output_len, request.seed)
     except DatasetError as exc:
         raise FieldError({"dataset": str(exc)}) from None
 

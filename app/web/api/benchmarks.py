@@ -89,7 +89,8 @@ def create_benchmark():
 @bp.get("/benchmarks")
 def list_benchmarks():
     """Every stored run, newest first (without per-level results)."""
-    return jsonify({"runs": [run_json(r, with_levels=False) for r in benchmarks_service.list_runs(current_app._get_current_object())]})
+    runs = benchmarks_service.list_runs(current_app._get_current_object())
+    return jsonify({"runs": [run_json(r, with_levels=False) for r in runs]})
 
 
 @bp.get("/benchmarks/<int:run_id>")

@@ -31,8 +31,8 @@ def _ready_sessions() -> list[Session]:
 
 
 def _index(values: dict[str, str], errors: dict[str, str], status: int = 200):
-    return render_template("benchmarks/index.html", runs=benchmarks_service.list_runs(_app()), sessions=_ready_sessions(),
-                           values=values, errors=errors, defaults=FORM_DEFAULTS), status
+    return render_template("benchmarks/index.html", runs=benchmarks_service.list_runs(_app()),
+                           sessions=_ready_sessions(), values=values, errors=errors, defaults=FORM_DEFAULTS), status
 
 
 @bp.get("/")
