@@ -196,15 +196,14 @@ def settings_from_env(env: Mapping[str, str]) -> VllmSettings:
 
 
 def vllm_command_args(vllm: VllmSettings) -> list[str]:
-    """vLLM's argv for these settings; the API key stays a ``${VLLM_API_KEY}`` reference, never the literal.
+    """vLLM's argv for these settings; never the API key (vLLM reads VLLM_API_KEY from its environment).
 
     ``cloud_init/launch-vllm.py`` builds the same argv inside the container from the .env keys (a test holds the
-    two together), so the key is only substituted there, from the container's environment.
+    two together).
     """
     args = [
         "--model", vllm.model_id,
         "--served-model-name", vllm.served_name,
-        "--api-key", "${VLLM_API_KEY}",
         "--host", "0.0.0.0",  # inside the container; the compose file publishes it on the VM's 127.0.0.1 only
         "--port", str(vm_contract.VLLM_PORT),
         "--max-model-len", str(vllm.max_model_len),
