@@ -3,6 +3,10 @@
 Providers report how many GPUs a plan has but not what they can do; sizing and dtype rules need VRAM and compute
 capability. Linode's g1 plans are Turing Quadro RTX 6000 with 24 GB (not the 48 GB "RTX 6000 Ada" the original
 README claimed): no bf16, no FP8.
+
+A plan id maider lists in ``LINODE_PLANS`` is known exactly (GPU model and count, usable offline); any other plan is
+matched by its id or label against a few unambiguous names, and a plan that matches none has an *unknown* GPU: a
+similar-looking name (an "RTX PRO 6000" is not a "Quadro RTX 6000") is never guessed into a wrong VRAM figure.
 """
 from __future__ import annotations
 
@@ -30,31 +34,57 @@ class GpuModel:
         return self.compute_capability >= (8, 9)
 
     @property
+    def supports_fp4(self) -> bool:
+        return self.compute_capability >= (10, 0)
+
+    @property
     def supports_awq(self) -> bool:
         return self.compute_capability >= (7, 5)
 
 
 RTX4000_ADA = GpuModel("rtx4000ada", "RTX 4000 Ada", 20.0, (8, 9))
 QUADRO_RTX6000 = GpuModel("rtx6000", "Quadro RTX 6000", 24.0, (7, 5))
+# Linode's g3 plans, for accounts granted access: 96 GB GDDR7, FP8 and FP4.
+RTX_PRO_6000_BLACKWELL = GpuModel("rtxpro6000bw", "RTX PRO 6000 Blackwell", 96.0, (12, 0))
 # Not offered by Linode today but handy for other providers and the simulated cloud.
 L40S = GpuModel("l40s", "L40S", 48.0, (8, 9))
 A100_80 = GpuModel("a100-80", "A100 80GB", 80.0, (8, 0))
 H100_80 = GpuModel("h100-80", "H100 80GB", 80.0, (9, 0))
 
-GPU_MODELS: dict[str, GpuModel] = {m.key: m for m in (RTX4000_ADA, QUADRO_RTX6000, L40S, A100_80, H100_80)}
+GPU_MODELS: dict[str, GpuModel] = {m.key: m for m in (RTX4000_ADA, QUADRO_RTX6000, RTX_PRO_6000_BLACKWELL, L40S,
+                                                       A100_80, H100_80)}
 
-# Ordered: the first pattern that matches a plan id or label wins.
+
+def _linode_plans() -> dict[str, tuple[GpuModel, int]]:
+    plans: dict[str, tuple[GpuModel, int]] = {}
+    for gpus, sizes in ((1, ("s", "m", "l", "xl")), (2, ("s", "m", "l")), (4, ("s", "m", "l"))):
+        for size in sizes:
+            plans[f"g2-gpu-rtx4000a{gpus}-{size}"] = (RTX4000_ADA, gpus)
+    for gpus in (1, 2, 3, 4):
+        plans[f"g1-gpu-rtx6000-{gpus}"] = (QUADRO_RTX6000, gpus)
+    for gpus in (1, 2, 4):
+        plans[f"g3-gpu-rtxpro6000-blackwell-{gpus}"] = (RTX_PRO_6000_BLACKWELL, gpus)
+    return plans
+
+
+# Linode's GPU plans by type id: (GPU model, GPU count). The fit check uses it when the Linode API cannot be reached.
+LINODE_PLANS: dict[str, tuple[GpuModel, int]] = _linode_plans()
+
+# Ordered: the first pattern that matches a plan id or label wins. Each names one GPU and nothing that looks like it.
 _PLAN_PATTERNS: tuple[tuple[re.Pattern[str], GpuModel], ...] = (
-    (re.compile(r"rtx4000a|rtx ?4000 ?ada", re.I), RTX4000_ADA),
-    (re.compile(r"rtx6000|rtx ?6000", re.I), QUADRO_RTX6000),
-    (re.compile(r"l40s", re.I), L40S),
-    (re.compile(r"a100", re.I), A100_80),
-    (re.compile(r"h100", re.I), H100_80),
+    (re.compile(r"rtx ?pro ?6000.*blackwell|rtxpro6000-blackwell", re.I), RTX_PRO_6000_BLACKWELL),
+    (re.compile(r"rtx ?4000 ?a(da)?\b|rtx4000a\d", re.I), RTX4000_ADA),
+    (re.compile(r"(?<![a-z])(quadro )?rtx ?6000(?! ?ada)(?!\w)|g1-gpu-rtx6000-\d", re.I), QUADRO_RTX6000),
+    (re.compile(r"\bl40s\b", re.I), L40S),
+    (re.compile(r"\ba100\b", re.I), A100_80),
+    (re.compile(r"\bh100\b", re.I), H100_80),
 )
 
 
 def gpu_for_plan(plan_id: str, label: str = "") -> GpuModel | None:
     """Return the GPU model of a plan from its id or label, or None when maider does not know it."""
+    if plan_id in LINODE_PLANS:
+        return LINODE_PLANS[plan_id][0]
     for pattern, model in _PLAN_PATTERNS:
         if pattern.search(plan_id) or (label and pattern.search(label)):
             return model
