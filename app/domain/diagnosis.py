@@ -34,6 +34,8 @@ class Cause(str, Enum):
     REPO_NOT_FOUND = "repo_not_found"
     UNSUPPORTED_ARCH = "unsupported_arch"
     NCCL = "nccl"
+    MODEL_PATH_MISSING = "model_path_missing"
+    BAD_FLAG = "bad_flag"
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,12 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(Cause.NCCL, re.compile(
         r"NCCL error|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError"
         r"|Error while creating shared memory segment"), weak=True),
+    # A MODEL_ID that is a path to no folder: vLLM falls back to reading it as a Hugging Face repo id, which fails.
+    _Pattern(Cause.MODEL_PATH_MISSING, re.compile(
+        r"Repo id must be in the form 'repo_name' or 'namespace/repo_name': '/")),
+    # argparse's last line; vLLM prints its whole usage first, so only this line names the flag.
+    _Pattern(Cause.BAD_FLAG, re.compile(
+        r"^\S+: error: (?:unrecognized arguments: |argument \S+: (?:invalid|expected|ambiguous))", re.MULTILINE)),
 )
 
 _SOURCE_ECHO = re.compile(r"\braise\s+[\w.]+\(")  # a traceback's echo of the raising source line
@@ -178,6 +186,12 @@ _TEXT: dict[Cause, tuple[str, bool, str, str]] = {  # summary, healable, fix, us
     Cause.NCCL: (
         "NCCL, the GPUs' communication library, failed (often shared memory or peer-to-peer).", True,
         "set NCCL_P2P_DISABLE=1", "try a plan with fewer GPUs (tensor parallel size 1)"),
+    Cause.MODEL_PATH_MISSING: (
+        "MODEL_ID is a folder path, but no such folder exists on the VM.", False, "",
+        "check the path in MODEL_ID, or use a Hugging Face repository id (organisation/name)"),
+    Cause.BAD_FLAG: (
+        "vLLM refused a command-line flag: a typo, or a flag this vLLM version does not know.", False, "",
+        "correct or remove the flag in the extra vLLM arguments, or set VLLM_IMAGE to a vLLM release that has it"),
 }
 
 
