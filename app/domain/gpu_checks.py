@@ -53,8 +53,8 @@ def gpus_visible(expected: int, rows: Sequence[dict], query_error: str = "") -> 
                            f"{names} not visible: nvidia-smi lists {len(seen)} of the plan's {expected} GPUs",
                            "a GPU fell off the bus or its driver failed: destroy this VM and launch a new one")
     names = sorted({str(row.get("name", "")) for row in rows})
-    return CheckResult("GPUs visible", True, f"all {expected} GPU{'s' if expected != 1 else ''} answer "
-                                             f"({', '.join(names)})")
+    answer = "the GPU answers" if expected == 1 else f"all {expected} GPUs answer"
+    return CheckResult("GPUs visible", True, f"{answer} ({', '.join(names)})")
 
 
 def memory_balanced(rows: Sequence[dict], tensor_parallel: int) -> CheckResult:

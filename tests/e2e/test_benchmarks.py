@@ -95,6 +95,10 @@ def test_run_watch_charts_compare_download(panel, browser: Browser, tmp_path):  
     assert int(live.locator("canvas[data-live='tokens_per_s']").get_attribute("data-points") or 0) >= 1
     live.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "bench-06-session-live-charts.png"), full_page=False)
+    page.click("#session-check")  # the GPU check button: a verdict per check
+    expect(page.locator("#session-check-report")).to_have_attribute("data-ok", "true", timeout=30_000)
+    expect(page.locator("#session-check-report")).to_contain_text("GPUs visible")
+    page.locator("#session-checks").screenshot(path=str(SHOTS / "bench-07-session-check.png"))
 
     narrow = browser.new_context(viewport={"width": 400, "height": 850}, base_url=panel["url"])
     sign_in(panel, narrow)
