@@ -47,7 +47,7 @@ class BenchmarkRequest:
     base_url: str | None = None
     api_key: str = ""
     model: str | None = None
-    concurrency: tuple[int, ...] = (1, 2, 4, 8)  # DEFAULT_LEVELS
+    concurrency: tuple[int, ...] = DEFAULT_LEVELS
     request_rates: tuple[float, ...] = (math.inf,)
     num_prompts: int = 32
     input_len: int = 1024
