@@ -5,12 +5,20 @@
 set -uo pipefail
 
 set -a
+# shellcheck source=/dev/null
 . '{{ENV_FILE}}'
 set +a
 
 for image in "$VLLM_IMAGE" "$OPEN_WEBUI_IMAGE"; do
     for attempt in 1 2 3; do
-        docker pull --quiet "$image" && break
+        if output="$(docker pull --quiet "$image" 2>&1)"; then
+            break
+        fi
+        echo "$output" >&2
+        # Docker Hub's pull limit does not lift in seconds: leave the image to the stack, which reports it.
+        if grep -q toomanyrequests <<<"$output"; then
+            break
+        fi
         sleep $((attempt * 10))
     done
 done

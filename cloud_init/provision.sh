@@ -7,14 +7,18 @@ set -euxo pipefail
 NVIDIA_DRIVER="$1"
 PREFETCH_MODEL="${2:-}"  # Hugging Face model id whose weights to fetch early; empty: images only
 export DEBIAN_FRONTEND=noninteractive
-APT="apt-get -y -q -o DPkg::Lock::Timeout=600"
+APT=(apt-get -y -q -o DPkg::Lock::Timeout=600)
 
 # The failsafe's timer first, so it guards the VM even if a later step fails (it acts once maider arms it).
 systemctl daemon-reload
 systemctl enable --now '{{FAILSAFE_TIMER}}'
 
-$APT update
-$APT install ca-certificates curl gnupg ufw
+# No unattended upgrade while provisioning: a new kernel installed beside the driver boots without its module.
+systemctl stop apt-daily.timer apt-daily-upgrade.timer unattended-upgrades.service || true
+systemctl stop apt-daily.service apt-daily-upgrade.service || true
+
+"${APT[@]}" update
+"${APT[@]}" install ca-certificates curl gnupg ufw
 
 # Firewall first: nothing but SSH comes in (vLLM and Open WebUI listen on 127.0.0.1 only anyway).
 ufw default deny incoming
@@ -22,31 +26,55 @@ ufw default allow outgoing
 ufw allow 22/tcp
 ufw --force enable
 
+# nouveau must not hold the GPU when the NVIDIA module loads, now or after a reboot (hence the initramfs).
+cat > /etc/modprobe.d/blacklist-nouveau.conf <<'CONF'
+blacklist nouveau
+options nouveau modeset=0
+CONF
+update-initramfs -u
+
+# Docker Hub limits anonymous pulls per IP; its mirror on Google's registry serves the same images.
+install -m 0755 -d /etc/docker
+printf '{"registry-mirrors": ["%s"]}\n' '{{DOCKER_REGISTRY_MIRROR}}' > /etc/docker/daemon.json
+
 # Docker CE and the compose plugin from Docker's own apt repository.
 install -m 0755 -d /etc/apt/keyrings
 curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc
 chmod a+r /etc/apt/keyrings/docker.asc
+# shellcheck source=/dev/null
 echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu $(. /etc/os-release && echo "$VERSION_CODENAME") stable" \
     > /etc/apt/sources.list.d/docker.list
 
-# NVIDIA container toolkit, configured before any pull starts (configuring it restarts dockerd).
+# NVIDIA container toolkit, configured before any pull starts (configuring it restarts dockerd; it keeps the mirror).
 curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey \
     | gpg --batch --yes --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
 curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
     | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' \
     > /etc/apt/sources.list.d/nvidia-container-toolkit.list
-$APT update
-$APT install docker-ce docker-ce-cli containerd.io docker-compose-plugin nvidia-container-toolkit
+"${APT[@]}" update
+"${APT[@]}" install docker-ce docker-ce-cli containerd.io docker-compose-plugin nvidia-container-toolkit
 nvidia-ctk runtime configure --runtime=docker
 systemctl restart docker
 
 # Images and weights download in the background while the driver installs (the slowest steps overlap).
 systemd-run --unit=maider-prefetch --collect --setenv=PREFETCH_MODEL="$PREFETCH_MODEL" /bin/bash '{{PREFETCH_SCRIPT}}'
 
-# The pinned NVIDIA driver, built for the running kernel; loaded now if the kernel allows it.
-$APT install "linux-headers-$(uname -r)" "$NVIDIA_DRIVER"
+# The pinned NVIDIA driver, headless (nvidia-driver-* pulls in X) plus nvidia-smi, built for the running kernel and,
+# through the headers meta-package, for any kernel an upgrade installs later.
+DRIVER_PACKAGES=("$NVIDIA_DRIVER")
+case "$NVIDIA_DRIVER" in
+    nvidia-driver-*)
+        branch="${NVIDIA_DRIVER#nvidia-driver-}"
+        if apt-cache show "nvidia-headless-$branch" >/dev/null 2>&1; then
+            DRIVER_PACKAGES=("nvidia-headless-$branch" "nvidia-utils-$branch")
+        fi
+        ;;
+esac
+KERNEL_RELEASE="$(uname -r)"
+"${APT[@]}" install "linux-headers-$KERNEL_RELEASE" "linux-headers-${KERNEL_RELEASE##*-}" "${DRIVER_PACKAGES[@]}"
 modprobe nvidia || echo "maider: NVIDIA driver installed but not loaded; a reboot will load it"
 
+systemctl start apt-daily.timer apt-daily-upgrade.timer || true
 systemctl daemon-reload
 systemctl enable '{{SYSTEMD_UNIT}}'
 systemctl start --no-block '{{SYSTEMD_UNIT}}'

@@ -10,6 +10,8 @@ What the VM gets (paths from ``vm_contract``):
 """
 from __future__ import annotations
 
+import base64
+import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,21 @@ HF_CACHE_VOLUME = "maider-hf-cache"
 COMPOSE_PROJECT = Path(vm_contract.LLM_DIR).name  # compose names the project after the folder of its file
 VLLM_CACHE_VOLUME = "maider-vllm-cache"
 WEBUI_DATA_VOLUME = "maider-webui-data"
+# Linode documents about 16 KB of user data; its own cluster-api provider refuses more than 16,384 decoded bytes.
+USER_DATA_MAX_BYTES = 16 * 1024
+# Docker Hub's own pull-through mirror on Google's registry: anonymous Hub pulls are rate-limited per IP, and a
+# cloud VM's IP is shared with strangers. dockerd falls back to Docker Hub when the mirror lacks an image.
+DOCKER_REGISTRY_MIRROR = "https://mirror.gcr.io"
+# Open WebUI's background generations (titles, tags, follow-ups, autocomplete, search queries) would queue on
+# vLLM ahead of aider (max_num_seqs is 1) and count as activity for the idle watchdog: all off.
+WEBUI_TASKS_OFF = {
+    "ENABLE_TITLE_GENERATION": "False",
+    "ENABLE_TAGS_GENERATION": "False",
+    "ENABLE_FOLLOW_UP_GENERATION": "False",
+    "ENABLE_AUTOCOMPLETE_GENERATION": "False",
+    "ENABLE_SEARCH_QUERY_GENERATION": "False",
+    "ENABLE_RETRIEVAL_QUERY_GENERATION": "False",
+}
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 _PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
@@ -57,6 +74,9 @@ _TEMPLATE_VALUES = {
     "FAILSAFE_HEARTBEAT": vm_contract.FAILSAFE_HEARTBEAT,
     "FAILSAFE_STATE": vm_contract.FAILSAFE_STATE,
     "FAILSAFE_TIMER": vm_contract.FAILSAFE_TIMER,
+    "PROBLEM_FILE": vm_contract.PROBLEM_FILE,
+    "VLLM_CONTAINER": vm_contract.VLLM_CONTAINER,
+    "DOCKER_REGISTRY_MIRROR": DOCKER_REGISTRY_MIRROR,
 }
 
 
@@ -142,6 +162,7 @@ def render_compose(images: Images) -> str:
                     "ENABLE_PERSISTENT_CONFIG": "False",
                     "WEBUI_AUTH": "False",
                     "WEBUI_SECRET_KEY": "${WEBUI_SECRET_KEY}",
+                    **WEBUI_TASKS_OFF,
                 },
                 "volumes": ["webui-data:/app/backend/data"],
                 "depends_on": [vm_contract.VLLM_CONTAINER],
@@ -212,3 +233,21 @@ def render_user_data(inputs: CloudInitInputs, templates: dict[str, str] | None =
         "runcmd": [["bash", PROVISION_SCRIPT, driver, model_to_prefetch]],
     })
     return "#cloud-config\n" + _dump(config)
+
+
+class UserDataTooLarge(ValueError):
+    """The compressed user data is still over what Linode accepts (the message says by how much)."""
+
+
+def encode_user_data(user_data: str, limit: int = USER_DATA_MAX_BYTES) -> str:
+    """``user_data`` gzipped, then base64, as Linode's ``metadata.user_data`` takes it; cloud-init un-gzips it.
+
+    Raises UserDataTooLarge when the gzipped bytes exceed ``limit`` (Linode's 16 KiB), before any VM is asked for.
+    """
+    packed = gzip.compress(user_data.encode(), compresslevel=9, mtime=0)  # mtime=0: same input, same bytes
+    if len(packed) > limit:
+        raise UserDataTooLarge(
+            f"the VM's cloud-init user data is {len(packed):,} bytes even gzipped ({len(user_data.encode()):,} "
+            f"raw), over Linode's limit of {limit:,} bytes: shorten what goes into it (an SSH key, "
+            f"VLLM_EXTRA_ARGS, the model id)")
+    return base64.b64encode(packed).decode()

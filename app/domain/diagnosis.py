@@ -34,6 +34,7 @@ class Cause(str, Enum):
     REPO_NOT_FOUND = "repo_not_found"
     UNSUPPORTED_ARCH = "unsupported_arch"
     NCCL = "nccl"
+    REGISTRY_RATE_LIMIT = "registry_rate_limit"
     MODEL_PATH_MISSING = "model_path_missing"
     BAD_FLAG = "bad_flag"
 
@@ -125,6 +126,9 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _Pattern(Cause.NCCL, re.compile(
         r"NCCL error|ncclSystemError|ncclInternalError|ncclUnhandledCudaError|ncclRemoteError"
         r"|Error while creating shared memory segment"), weak=True),
+    # Lines the VM's start script writes (cloud_init/start-stack.sh) when waiting longer cannot help.
+    _Pattern(Cause.NCCL, re.compile(r"maider: vLLM printed nothing for \d+ minutes while loading")),
+    _Pattern(Cause.REGISTRY_RATE_LIMIT, re.compile(r"\btoomanyrequests\b")),
     # A MODEL_ID that is a path to no folder: vLLM falls back to reading it as a Hugging Face repo id, which fails.
     _Pattern(Cause.MODEL_PATH_MISSING, re.compile(
         r"Repo id must be in the form 'repo_name' or 'namespace/repo_name': '/")),
@@ -186,6 +190,10 @@ _TEXT: dict[Cause, tuple[str, bool, str, str]] = {  # summary, healable, fix, us
     Cause.NCCL: (
         "NCCL, the GPUs' communication library, failed (often shared memory or peer-to-peer).", True,
         "set NCCL_P2P_DISABLE=1", "try a plan with fewer GPUs (tensor parallel size 1)"),
+    Cause.REGISTRY_RATE_LIMIT: (
+        "Docker Hub refused to send the vLLM image: its pull limit for the VM's address is used up.", False, "",
+        "launch again in a few hours or in another region, or set VLLM_IMAGE to a copy of the image on another "
+        "registry"),
     Cause.MODEL_PATH_MISSING: (
         "MODEL_ID is a folder path, but no such folder exists on the VM.", False, "",
         "check the path in MODEL_ID, or use a Hugging Face repository id (organisation/name)"),

@@ -22,7 +22,8 @@ from app.errors import MaiderError
 # Pinned so two launches a month apart get the same software. vLLM 0.11 needs an NVIDIA driver >= 570 (CUDA 12.8).
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_OPEN_WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.6.34"
-DEFAULT_NVIDIA_DRIVER = "nvidia-driver-570-server"
+# NVIDIA's long-term branch (R580), server flavour; cloud_init/provision.sh installs its headless packages.
+DEFAULT_NVIDIA_DRIVER = "nvidia-driver-580-server"
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LINE_RE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")

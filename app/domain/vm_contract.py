@@ -10,6 +10,9 @@ LLM_DIR = "/opt/llm"
 ENV_FILE = f"{LLM_DIR}/.env"  # 0600, root: vLLM/Open WebUI settings and secrets (never in the compose file)
 COMPOSE_FILE = f"{LLM_DIR}/docker-compose.yml"
 STAGE_FILE = "/var/lib/maider/stage"  # one word, written by the VM-side start script (see STAGES)
+# One line from the VM-side scripts when the start cannot succeed by waiting (Docker Hub's pull limit, a load that
+# stalled): shown first by CMD_VLLM_LOGS so the diagnosis reads it with vLLM's own log. Removed when the stack runs.
+PROBLEM_FILE = "/var/lib/maider/problem"
 SYSTEMD_UNIT = "maider-llm.service"  # starts the compose stack once the GPU is visible
 VLLM_CONTAINER = "vllm"  # container_name of the vLLM service: logs are read by this name, never "the newest"
 WEBUI_CONTAINER = "open-webui"
@@ -40,12 +43,13 @@ CMD_GPU_QUERY = ("nvidia-smi --query-gpu=index,name,memory.total,memory.used,uti
 CMD_REBOOT = "systemctl reboot"
 CMD_START_STACK = f"systemctl start {SYSTEMD_UNIT}"
 CMD_READ_STAGE = f"cat {STAGE_FILE} 2>/dev/null || true"
-CMD_VLLM_LOGS = f"docker logs --tail 400 {VLLM_CONTAINER} 2>&1"
+CMD_VLLM_LOGS = f"cat {PROBLEM_FILE} 2>/dev/null; docker logs --tail 400 {VLLM_CONTAINER} 2>&1"
 CMD_READ_ENV = f"cat {ENV_FILE}"
 # The new file content arrives on stdin; written beside and renamed so a half-written file is never read.
 CMD_WRITE_ENV = f"umask 077 && cat > {ENV_FILE}.tmp && mv {ENV_FILE}.tmp {ENV_FILE}"
 # `restart` would keep the old environment: only a recreate re-reads ENV_FILE.
-CMD_RECREATE_VLLM = f"cd {LLM_DIR} && docker compose up -d --force-recreate {VLLM_CONTAINER}"
+# The old container's PROBLEM_FILE line goes with it, so a fixed start is not diagnosed again.
+CMD_RECREATE_VLLM = f"rm -f {PROBLEM_FILE}; cd {LLM_DIR} && docker compose up -d --force-recreate {VLLM_CONTAINER}"
 # A pty session: OpenSSH's sshd sets TCP_NODELAY on the connection once a pty exists (the 44 ms forward trap).
 CMD_KEEP_PTY = "sleep infinity"
 

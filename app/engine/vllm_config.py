@@ -9,7 +9,7 @@ from app.models import Session
 
 DEFAULTS: dict[str, Any] = {
     "max_model_len": 32768, "gpu_memory_utilization": 0.90, "max_num_seqs": 1, "tensor_parallel_size": 1,
-    "dtype": "auto", "kv_cache_dtype": "auto", "enforce_eager": False, "extra_args": "", "nccl_p2p_disable": False,
+    "dtype": "auto", "kv_cache_dtype": "auto", "enforce_eager": False, "extra_args": "",
 }
 
 
@@ -23,7 +23,8 @@ def vllm_settings_for(session: Session) -> VllmSettings:
         max_num_seqs=int(config["max_num_seqs"]), tensor_parallel_size=int(config["tensor_parallel_size"]),
         dtype=str(config["dtype"]), kv_cache_dtype=str(config["kv_cache_dtype"]),
         enforce_eager=bool(config["enforce_eager"]), extra_args=str(config["extra_args"]),
-        nccl_p2p_disable=bool(config["nccl_p2p_disable"]),
+        # NCCL peer-to-peer over PCIe passthrough can hang without an error: off unless the session says otherwise
+        nccl_p2p_disable=bool(config.get("nccl_p2p_disable", int(config["tensor_parallel_size"]) > 1)),
     )
 
 
