@@ -64,10 +64,16 @@ def test_a_refused_token_exits_1_with_the_fix(api: FakeLinodeApi, monkeypatch: p
     assert "maider-planted-token-8d2e" not in result.output and "Traceback" not in result.output
 
 
-def test_no_token_exits_1_saying_where_to_put_one(api: FakeLinodeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_token_lists_the_demo_clouds_plans_and_says_so(api: FakeLinodeApi,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """As 'maider serve' does without a token: demo mode, so a first look at the plans works and says it is the
+    demo; Linode is never asked."""
     monkeypatch.delenv("LINODE_TOKEN")
-    result = _run()
-    assert result.exit_code == 1 and NO_TOKEN_MESSAGE in result.output and api.requests == []
+    result = CliRunner().invoke(main, ["list-types", "--region", "us-ord"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "No Linode token found" in result.stderr and "demo mode" in result.stderr
+    assert "GPU plans on simulated in us-ord" in result.output and "$0.52" in _line(result.output, "g2-gpu-rtx4000a1-s")
+    assert NO_TOKEN_MESSAGE not in result.output and api.requests == []
 
 
 def test_an_unknown_region_is_a_one_line_error(api: FakeLinodeApi) -> None:

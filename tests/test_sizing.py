@@ -106,8 +106,9 @@ def test_too_long_a_context_reports_the_largest_that_fits() -> None:
     assert not report.fits
     assert 0 < report.max_context < 32768 and report.max_context % CONTEXT_STEP == 0
     message = str(report.problems[0])
-    assert message.startswith("won't fit: needs ") and " GB per GPU, plan has 20; largest context that fits: " in message
-    assert f"{report.max_context:,}" in message
+    assert message.startswith("won't fit: 32,768 tokens of context need ")
+    assert " GB per GPU, plan has 20 GB; largest context that fits: " in message
+    assert message.endswith(f"{report.max_context:,} tokens")
     assert report.problems[0].setting == "max_model_len"
     assert estimate_fit(facts, RTX4000_ADA, gpus=1, tp=1, context=report.max_context).fits
     assert not estimate_fit(facts, RTX4000_ADA, gpus=1, tp=1, context=report.max_context + CONTEXT_STEP).fits

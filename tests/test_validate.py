@@ -72,7 +72,7 @@ def test_broken_env_names_every_problem_and_exits_non_zero() -> None:
     assert "'lots' is not a number (from .env)" in text
     assert "unknown region 'mars-1': GPU regions are" in text and "us-ord" in text
     assert "tensor parallel size 2 needs 2 GPUs but the plan has 1" in text
-    assert "won't fit: the 19.33 GB of weights over 1 GPU need " in text and "plan has 20; cheapest plan" in text
+    assert "won't fit: the 19.33 GB of weights over 1 GPU need " in text and "plan has 20 GB; cheapest plan" in text
     assert f"{len(problems)} problems found" in result.output
 
 
@@ -82,8 +82,8 @@ def test_too_long_context_gives_the_largest_that_fits_and_the_cheapest_plan_that
     result = run_validate()
     assert result.exit_code == 1
     [line] = problem_lines(result)
-    assert line.startswith("✗ VLLM_MAX_MODEL_LEN: won't fit: needs ")
-    assert " GB per GPU, plan has 20; largest context that fits: 29,696; " in line
+    assert line.startswith("✗ VLLM_MAX_MODEL_LEN: won't fit: 32,768 tokens of context need ")
+    assert " GB per GPU, plan has 20 GB; largest context that fits: 29,696 tokens; " in line
     assert line.endswith("cheapest plan that fits 32K: g2-gpu-rtx4000a2-s at $1.05/h (tensor parallel 2)")
 
 

@@ -5,10 +5,10 @@ from collections.abc import Sequence
 
 import click
 
-from app.config import default_home, load_settings
+from app.cli.local_cloud import local_cloud
+from app.config import load_settings
 from app.domain.cost import format_money
 from app.errors import MaiderError
-from app.providers import get_provider
 from app.providers.base import GpuPlan
 from app.services.catalog import CACHE_TTL, list_plans, list_regions
 
@@ -52,10 +52,8 @@ def format_plan_table(plans: Sequence[GpuPlan]) -> str:
               help=f"Ask the provider again instead of using the catalog cached for {int(CACHE_TTL.total_seconds() // 3600)} h.")
 def list_types(region: str | None, refresh: bool) -> None:
     """List GPU plans with GPU model, count, VRAM and hourly price."""
-    settings = load_settings()
-    home = default_home()
     try:
-        provider = get_provider(settings.provider, settings, home)
+        settings, provider, home = local_cloud(load_settings())
         if region is not None:
             known = sorted(r.id for r in list_regions(provider, home, refresh=refresh))
             if region not in known:
@@ -68,7 +66,7 @@ def list_types(region: str | None, refresh: bool) -> None:
         click.echo(f"No GPU plans offered{f' in {region}' if region else ''} right now.")
         return
     where = f"in {region}" if region else "in any region (base prices)"
-    click.echo(f"GPU plans on {provider.name} {where}; prices are estimates, billed hourly while the VM exists.\n")
+    click.echo(f"GPU plans on {provider.name} {where}; prices are estimates, billed hourly while the VM exists; GB = 10^9 bytes, as everywhere in maider.\n")
     click.echo(format_plan_table(plans))
 
 

@@ -81,6 +81,7 @@ def serve(host: str | None, port: int, demo: bool | None, share: bool, share_por
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)  # the server's log tells what the workers do
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl SQLiteImpl." is not news to a user
     # paramiko logs every reset during a VM reboot at ERROR; maider records SSH state in the session's events.
     logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
     settings = load_settings()

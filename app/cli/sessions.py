@@ -14,9 +14,11 @@ import click
 from app.cli.client import MaiderClient, connect, resolve_name, set_current_session
 from app.domain.aider import AIDER_ENV_FILENAME, METADATA_FILENAME, aider_command
 from app.files import write_private
+from app.services import project_folders
 from app.domain.cost import format_duration, format_money
 from app.domain.failsafe import format_left
 from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
+from app.domain.vllm_env import parse_env
 from datetime import timedelta
 
 POLL_S = 1.0
@@ -105,6 +107,7 @@ def up(name, model_id, region, plan, max_model_len, launch_aider, keep_on_failur
             "keep_on_failure": keep_on_failure, "workdir": os.getcwd(), "idle_minutes": idle_minutes,
             "max_hours": max_hours, "budget_usd": budget_usd}
     session = client.post("/sessions", body)
+    project_folders.remember(Path.cwd())  # the panel offers this folder next
     name = session["name"]
     set_current_session(name)
     click.echo(f"Launching {name}: {session['model_id']} on {session['plan']} in {session['region']} at "
@@ -129,8 +132,6 @@ def _exec_aider(env_path: Path, meta_path: Path) -> None:
     if aider is None:
         raise click.ClickException("aider is not installed (pipx install aider-chat); the command above works "
                                    "once it is")
-    from app.domain.vllm_env import parse_env
-
     env = dict(os.environ)
     env.update(parse_env(env_path.read_text().replace("export ", "")))
     os.execve(aider, [aider, "--model", env["AIDER_MODEL"], "--model-metadata-file", str(meta_path)], env)
@@ -145,6 +146,11 @@ def down(name, force, no_wait) -> None:
     client = connect()
     name = resolve_name(name)
     session = client.get(f"/sessions/{name}")
+    if session["destroyed_at"] is not None:
+        click.echo(f"{name} is already destroyed: it ran {_runtime(session['runtime_seconds'])} and cost "
+                   f"{_money(session['cost'])} (estimate).")
+        _forget_aider_files(name, session)
+        return
     if session["status"] not in ("ready", "failed", "destroying") and not force:
         click.confirm(f"{name} is still {session['status_label'].lower()}. Destroy it anyway?", abort=True)
     after = _last_event_id(client, name)
@@ -162,6 +168,21 @@ def down(name, force, no_wait) -> None:
     click.echo(f"  Runtime:     {_runtime(session['runtime_seconds'])}")
     click.echo(f"  Hourly rate: {_money(session['hourly_price'])}")
     click.echo(f"  Total cost:  {_money(session['cost'])} (estimate)")
+    _forget_aider_files(name, session)
+
+
+def _forget_aider_files(name: str, session: dict[str, Any]) -> None:
+    """Remove the .aider-env files of this session (here and in its project folder): their port and key are dead."""
+    folders = {Path.cwd()} | ({Path(session["workdir"])} if session.get("workdir") else set())
+    for folder in sorted(folders):
+        env_path = folder / AIDER_ENV_FILENAME
+        try:
+            written_for = parse_env(env_path.read_text().replace("export ", "")).get("MAIDER_SESSION")
+        except (OSError, ValueError):
+            continue
+        if written_for == name:
+            env_path.unlink(missing_ok=True)
+            click.echo(f"  Removed {env_path}: its tunnel port and key died with the VM.")
 
 
 def _autostop(session: dict[str, Any]) -> str:
@@ -265,9 +286,14 @@ def extend(name) -> None:
     """Reset the idle watchdog's timer for a session."""
     client = connect()
     name = resolve_name(name)
+    session = client.get(f"/sessions/{name}")
+    if session.get("autostop_seconds") is None:
+        click.echo(f"Nothing to extend: {name} has no idle watchdog or autostop; it runs until 'maider down'.")
+        return
     session = client.post(f"/sessions/{name}/extend")
-    click.echo(f"Watchdog timer reset for {name}" + (" (and on the VM, for its failsafe)."
-                                                     if session.get("failsafe_minutes") else "."))
+    click.echo(f"Idle timer reset for {name}" + (" (and on the VM, for its failsafe)."
+                                                 if session.get("failsafe_minutes") else ".")
+               + (f" Autostop in {_autostop(session)}." if session.get("autostop_seconds") is not None else ""))
 
 
 @click.command("switch-model")

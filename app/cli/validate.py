@@ -5,9 +5,10 @@ from pathlib import Path
 
 import click
 
-from app.config import default_home, load_settings
+from app.cli.local_cloud import local_cloud
+from app.config import load_settings
 from app.errors import ConfigError
-from app.providers import get_provider
+from app.services import project_folders
 from app.services import validation as validation_service
 
 
@@ -17,13 +18,12 @@ from app.services import validation as validation_service
 @click.pass_context
 def validate(ctx: click.Context, workdir: Path | None) -> None:
     """Check the launch configuration: settings, region, plan, tensor parallelism, dtype and VRAM fit."""
-    settings = load_settings(workdir)
-    home = default_home()
     try:
-        provider = get_provider(settings.provider, settings, home)
+        settings, provider, home = local_cloud(load_settings(workdir))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     report = validation_service.validate_launch(settings, provider, home)
+    project_folders.remember(workdir or Path.cwd())
     for problem in report.problems:
         click.echo(f"✗ {problem.variable}: {problem.message}")
     for note in report.notes:

@@ -9,6 +9,7 @@ import click
 from app.config import default_home
 from app.domain.cost import format_money
 from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS, format_context
+from app.services import project_folders
 from app.services import wizard as wizard_service
 
 OTHER_MODEL = "Other Hugging Face model (type its id)"
@@ -45,7 +46,7 @@ def _choose_region(ctx: wizard_service.Context, tier: str, yes: bool) -> str:
     for o in options:
         price = f" · from {format_money(o.from_price)}/h" if o.from_price > 0 else ""
         hint = f" · {o.latency.text}" if o.latency else ""
-        rows.append((f"{o.region.label} ({o.region.id})", f"{o.fitting_plans} plan(s) fit{price}{hint}"))
+        rows.append((f"{o.region.label} ({o.region.id})", f"{o.fitting_plans} plan{'s' if o.fitting_plans != 1 else ''} fit{'s' if o.fitting_plans == 1 else ''}{price}{hint}"))
     default = next(i for i, o in enumerate(options) if o.recommended)
     return options[_pick("2. Region", rows, default, yes)].region.id
 
@@ -161,6 +162,7 @@ def wizard(workdir: Path | None, demo: bool, yes: bool) -> None:
             click.echo("Nothing saved.")
             return
         result, saved = wizard_service.save(ctx, choices, tokens)
+        project_folders.remember(ctx.workdir)  # the panel's launch card opens on this folder
     except wizard_service.WizardError as exc:
         raise _fail(exc) from None
     if saved is None:

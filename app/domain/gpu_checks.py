@@ -65,7 +65,7 @@ def memory_balanced(rows: Sequence[dict], tensor_parallel: int) -> CheckResult:
     used = [int(r["memory_used_mb"]) for r in ranks]
     total = max(int(r["memory_total_mb"]) for r in ranks) or 1
     spread = (max(used) - min(used)) / total
-    detail = ", ".join(f"GPU {r['index']} {int(r['memory_used_mb']) / 1024:.1f} GiB" for r in ranks)
+    detail = ", ".join(f"GPU {r['index']} {int(r['memory_used_mb']) * 2**20 / 1e9:.1f} GB" for r in ranks)
     if spread > MEMORY_SPREAD_MAX:
         return CheckResult("memory balanced", False, f"ranks differ by {spread:.0%} of a GPU ({detail})",
                            "a tensor-parallel rank did not load: recreate vLLM (docker compose up -d "

@@ -298,12 +298,12 @@ def estimate_fit(facts: ModelFacts, gpu: GpuModel, gpus: int, tp: int, context: 
         problems.append(FitProblem(
             "plan",
             f"won't fit: the {facts.weight_gb:.2f} GB of weights over {ranks} GPU{'s' if ranks > 1 else ''} need "
-            f"{_gb(weights_need / GB)} GB per GPU before any context, plan has {_gb(gpu.vram_gb)}", memory=True))
+            f"{_gb(weights_need / GB)} GB per GPU before any context, plan has {_gb(gpu.vram_gb)} GB", memory=True))
     elif context <= limit and kv_per_token * context > kv_budget:
         problems.append(FitProblem(
             "max_model_len",
-            f"won't fit: needs {_gb(needed / GB)} GB per GPU, plan has {_gb(gpu.vram_gb)}; "
-            f"largest context that fits: {max_context:,}", memory=True))
+            f"won't fit: {context:,} tokens of context need {_gb(needed / GB)} GB per GPU, plan has "
+            f"{_gb(gpu.vram_gb)} GB; largest context that fits: {max_context:,} tokens", memory=True))
     return FitReport(
         fits=not problems, problems=tuple(problems), notes=tuple(notes), context=context, tp=tp, gpus=gpus,
         weights_per_gpu_gb=weights_per_gpu / GB, kv_bytes_per_token=kv_per_token, kv_budget_gb=kv_budget / GB,

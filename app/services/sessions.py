@@ -15,6 +15,8 @@ import sqlalchemy as sa
 
 from app.config import Settings, load_settings
 from app.domain.cost import accrued_cost, runtime
+from app.domain.models_catalog import catalog_entry
+from app.domain.sizing import MIN_CONTEXT_TOKENS
 from app.engine import failsafe
 from app.engine.claims import claimed
 from app.engine.state import record_event, transition
@@ -130,8 +132,21 @@ def dashboard_overview(now: datetime | None = None) -> Overview:
     return Overview(live, orphans, burn + sum(o.hourly_price for o in orphans), spent_today, spent_total, now)
 
 
-def _name_for(model_id: str) -> str:
-    base = re.sub(r"[^a-z0-9]+", "-", model_id.split("/")[-1].lower()).strip("-")[:24].strip("-") or "session"
+NAME_BASE_MAX = 24
+
+
+def _name_base(text: str) -> str:
+    """A slug of ``text`` cut at a word boundary: ``my-project``, never ``qwen2-5-coder-7b-instruc``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(slug) > NAME_BASE_MAX:
+        cut = slug[:NAME_BASE_MAX + 1].rsplit("-", 1)[0]
+        slug = cut if cut and len(cut) <= NAME_BASE_MAX else slug[:NAME_BASE_MAX]
+    return slug.strip("-") or "session"
+
+
+def _name_for(workdir: str | None, model_id: str) -> str:
+    """An automatic name after the project folder (it stays true after a model switch); the model's when none."""
+    base = _name_base(Path(workdir).name if workdir and Path(workdir).name else model_id.split("/")[-1])
     taken = set(db.session.scalars(sa.select(Session.name).where(Session.name.like(f"{base}-%"))))
     number = 1
     while f"{base}-{number}" in taken:
@@ -193,7 +208,7 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
     from app.services.validation import validate_launch
 
     settings = _effective_settings(request, demo)
-    name = request.name or _name_for(settings.model_id or "session")
+    name = request.name or _name_for(request.workdir, settings.model_id or "session")
     if not NAME_RE.fullmatch(name):
         raise UserError(f"{name!r} is not a valid session name: use lower-case letters, digits and dashes "
                         "(at most 40, starting with a letter or digit)")
@@ -204,7 +219,7 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
         settings = _with_cheapest_plan(settings, validate_launch(settings, provider, home))
     report = validate_launch(settings, provider, home)
     if not report.ok:
-        raise UserError("cannot launch: " + "; ".join(str(p) for p in report.problems))
+        raise UserError("cannot launch:\n" + "\n".join(f"  ✗ {p}" for p in report.problems))  # one problem a line
     for _attempt in range(NAME_ATTEMPTS):
         session = _queue_launch(request, settings, report, name)
         try:
@@ -214,7 +229,7 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
             if request.name or not _live_named(name):
                 _refuse_taken(name)
                 raise
-            name = _name_for(settings.model_id or "session")
+            name = _name_for(request.workdir, settings.model_id or "session")
         else:
             return session
     raise ConflictError("every automatic name was taken by concurrent launches; give this session a name")
@@ -314,10 +329,14 @@ def switch_model(name: str, model_id: str, *, home: Path, max_model_len: int | N
     if not _can_switch(session):
         raise UserError(f"session '{name}' is {session.state.label.lower()}; switch models once it is ready")
     config = dict(session.vllm_config or {})
-    context = max_model_len or int(config.get("max_model_len", 32768))
+    entry = catalog_entry(model_id)
+    # the new model's own context (the catalog's), not the old model's; shrunk to what fits unless asked for
+    context = max_model_len or (entry.default_context if entry else int(config.get("max_model_len", 32768)))
     tp = tensor_parallel_size or int(config.get("tensor_parallel_size", session.gpus))
     settings = load_settings(session.workdir) if session.workdir else load_settings()
-    fit = _check_switch_fit(session, model_id, context, tp, settings, home)
+    fit = _check_switch_fit(session, model_id, context, tp, settings, home, shrink=max_model_len is None)
+    if fit is not None:
+        context = fit.context
     config.update({"max_model_len": context, "tensor_parallel_size": tp,
                    "dtype": (fit.dtype_flag or "auto") if fit is not None else "auto", "enforce_eager": False})
     session_id = session.id
@@ -341,8 +360,12 @@ def _can_switch(session: Session) -> bool:
     return session.state == SessionState.READY or bool(vm_kept)
 
 
-def _check_switch_fit(session: Session, model_id: str, context: int, tp: int, settings: Settings, home: Path):
-    """Refuse a model that cannot fit this VM; None when the model cannot be sized (Hub unreachable)."""
+def _check_switch_fit(session: Session, model_id: str, context: int, tp: int, settings: Settings, home: Path,
+                      shrink: bool = False):
+    """Refuse a model that cannot fit this VM; None when the model cannot be sized (Hub unreachable).
+
+    With ``shrink`` (no context asked for) a context that is only too long for the VRAM becomes the largest that
+    fits."""
     from app.domain.gpu_catalog import gpu_for_plan
     from app.providers.base import GpuPlan
     from app.services.model_info import ModelLookupError
@@ -358,10 +381,14 @@ def _check_switch_fit(session: Session, model_id: str, context: int, tp: int, se
             record_event(session, "note", f"could not size {model_id} ({exc}); switching without the fit check")
             return None
         raise
+    only_context = fit.problems and all(p.setting == "max_model_len" and p.memory for p in fit.problems)
+    if not fit.fits and shrink and only_context and fit.max_context >= MIN_CONTEXT_TOKENS:
+        return _check_switch_fit(session, model_id, fit.max_context, tp, settings, home)
     if not fit.fits:
-        problems = "; ".join(p.message for p in fit.problems)
-        hint = (f" The largest context that fits is {fit.max_context:,} tokens." if fit.max_context else "")
-        raise UserError(f"{model_id} won't fit on {session.plan}: {problems}.{hint}")
+        problems = "; ".join(p.message.removeprefix("won't fit: ") for p in fit.problems)
+        hint = (f"; the largest context that fits is {fit.max_context:,} tokens"
+                if fit.max_context and "largest context" not in problems else "")
+        raise UserError(f"{model_id} won't fit on {session.plan}: {problems}{hint}.")
     return fit
 
 

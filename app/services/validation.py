@@ -116,8 +116,9 @@ def _catalog(report: ValidationReport, settings: Settings, provider: Provider,
             report.add("TYPE", f"plan {settings.plan} is not offered in {settings.region}{offered}")
             report.plan = elsewhere  # still size the model on it, so the user learns both things at once
         elif report.plan is None and elsewhere is None:
-            known = ", ".join(p.id for p in all_plans)
-            report.add("TYPE", f"unknown GPU plan '{settings.plan}': known plans are {known}")
+            known = ", ".join(p.id for p in all_plans[:3])
+            more = f" and {len(all_plans) - 3} more ('maider list-types' lists them)" if len(all_plans) > 3 else ""
+            report.add("TYPE", f"unknown GPU plan '{settings.plan}': known plans are {known}{more}")
     return region_plans, region_ok
 
 

@@ -390,7 +390,7 @@ def size_model(ctx: Context, tier: str, region: str, plan: GpuPlan, model_id: st
     if wanted > max_context:
         fit = estimate_fit(facts, plan.gpu, plan.gpus, tp, wanted)
         raise WizardError(f"won't fit: {format_context(wanted)} needs {fit.needed_gb:.1f} GB per GPU, {plan.id} has "
-                          f"{plan.gpu.vram_gb:g}; largest context that fits: {max_context:,}; "
+                          f"{plan.gpu.vram_gb:g} GB; largest context that fits: {max_context:,} tokens; "
                           + _alternative(ctx, tier, region, facts, wanted), "max_model_len")
     return ModelSizing(facts.model_id, wanted, tp, max_context, None, facts)
 

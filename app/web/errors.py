@@ -6,6 +6,7 @@ the page as it is and raises a toast with the message; a poll for something that
 from __future__ import annotations
 
 import json
+import re
 import logging
 import sqlite3
 
@@ -42,6 +43,8 @@ def _render(status: int, title: str, message: str):
         if request.method == "GET" and status == 404:
             return "", HTMX_STOP_POLLING, {"HX-Reswap": "none"}
         return _toast(200 if status < 500 else status, title, message)
+    # a page is not a terminal: drop the CLI's "(see 'maider list')" hints
+    message = re.sub(r" \(see 'maider [^']*'\)", "", message)
     return render_template("errors/error.html", status=status, title=title, message=message), status
 
 

@@ -48,6 +48,9 @@ def _pct(value: float | None) -> str:
 def _problem_points(message: str | None) -> list[str]:
     """A service message listing several problems ("cannot launch: a; b") as separate points, for reading."""
     text = (message or "").strip()
+    head, sep, rest = text.partition(":\n")  # "cannot launch:\n  ✗ a\n  ✗ b"
+    if sep and head.lower().startswith("cannot "):
+        return [point.strip().removeprefix("✗ ") for point in rest.splitlines() if point.strip()]
     head, sep, rest = text.partition(": ")
     if sep and head.lower().startswith("cannot ") and "; " in rest:
         return [point.strip() for point in rest.split("; ") if point.strip()]
@@ -71,6 +74,7 @@ def init_app(app: Flask) -> None:
     from app.web.sessions import views
 
     app.jinja_env.filters["pct"] = _pct
+    app.jinja_env.filters["folder_name"] = lambda path: "in " + (str(path).rstrip("/").rsplit("/", 1)[-1] or "/") + "/"
     app.jinja_env.filters["problem_points"] = _problem_points
     app.jinja_env.filters["session_view"] = _session_view
     app.jinja_env.filters["aider_command"] = _aider_command

@@ -48,6 +48,7 @@ class LaunchForm(_PanelForm):
     region = _text("Region", schemas.REGION)
     plan = _text("GPU plan", schemas.PLAN)
     max_model_len = context_field("Context (tokens)")
+    workdir = StringField("Project folder", filters=[_strip])  # checked by the service (exists, the user's own)
 
 
 class SwitchModelForm(_PanelForm):

@@ -15,6 +15,7 @@ from werkzeug.wrappers import Response
 from app.errors import UserError
 from app.services import aider as aider_service
 from app.services import cleanup as cleanup_service
+from app.services import project_folders
 from app.services import sessions as sessions_service
 from app.services import tunnels as tunnels_service
 from app.web import wants_partial
@@ -64,7 +65,7 @@ def _with_trigger(body: str, event: str) -> Response:
 @bp.get("/")
 def index():
     """Show every live session with its cost, the totals, orphan VMs and the launch form."""
-    return _dashboard(LaunchForm())
+    return _dashboard(LaunchForm(), folder=request.args.get("workdir"))
 
 
 @bp.get("/sessions/list")
@@ -100,24 +101,39 @@ def launch():
     error = None
     if form.validate_on_submit():
         try:
+            workdir = _chosen_folder(form.workdir.data)
             session = sessions_service.request_launch(sessions_service.LaunchRequest(
-                workdir=current_app.config["MAIDER_WORKDIR"], actor=actor(), name=form.name.data,
+                workdir=workdir, actor=actor(), name=form.name.data,
                 model_id=form.model_id.data, region=form.region.data, plan=form.plan.data,
                 max_model_len=form.max_model_len.data,
             ), home=_home(), demo=current_app.config["MAIDER_DEMO"])
         except UserError as exc:
             error = str(exc)
         else:
+            project_folders.remember(workdir)
             views.forget_totals()
             if not wants_partial():
                 flash(f"Launching {session.name}: the VM is being created.", "success")
                 return redirect(url_for("sessions.index"), code=303)
             body = render_template("sessions/_launch.html", form=LaunchForm(formdata=None), launched=session,
-                                   launch=_launch_context())
+                                   **_launch_context(workdir))
             return _with_trigger(body, "sessions-changed")
     if not wants_partial():
         return _dashboard(form, launch_error=error)
-    return render_template("sessions/_launch.html", form=form, launch_error=error, launch=_launch_context())
+    return render_template("sessions/_launch.html", form=form, launch_error=error,
+                           **_launch_context(form.workdir.data, lenient=True))
+
+
+@bp.get("/launch")
+def launch_card():
+    """Return the launch card for the project folder the user picked (its saved configuration)."""
+    try:
+        context = _launch_context(request.args.get("workdir"))
+        project_folders.remember(context["launch"].workdir)  # the dashboard opens on it next time
+        return render_template("sessions/_launch.html", form=LaunchForm(formdata=None), **context)
+    except UserError as exc:
+        return render_template("sessions/_launch.html", form=LaunchForm(formdata=None), folder_error=str(exc),
+                               **_launch_context(None))
 
 
 @bp.get("/sessions/<name>")
@@ -222,13 +238,30 @@ def _render_orphans(found) -> str:
                            now=views.utcnow())
 
 
-def _dashboard(form: LaunchForm, **extra):
+def _dashboard(form: LaunchForm, folder: str | None = None, **extra):
     overview = views.dashboard(current_app.config["MAIDER_HOME"])
     ended = views.recently_ended(overview.now)
-    return render_template("sessions/index.html", overview=overview, ended=ended, form=form, launch=_launch_context(),
+    return render_template("sessions/index.html", overview=overview, ended=ended, form=form,
+                           **_launch_context(folder or form.workdir.data, lenient=True),
                            list_v=views.list_version(overview.sessions, ended),
                            orphans_v=views.orphans_version(overview.orphans), **extra)
 
 
-def _launch_context() -> views.LaunchContext:
-    return views.launch_context(current_app.config["MAIDER_WORKDIR"], bool(current_app.config["MAIDER_DEMO"]))
+def _chosen_folder(folder: str | None) -> str:
+    """The folder the user picked (checked: an existing folder of theirs), else the last one used, else the
+    server's own."""
+    if folder:
+        return sessions_service.checked_workdir(folder)
+    return project_folders.known(current_app.config["MAIDER_WORKDIR"])[0]
+
+
+def _launch_context(folder: str | None, lenient: bool = False) -> dict:
+    """What the launch card shows: the chosen folder's saved configuration, and the folders it can switch to."""
+    try:
+        workdir = _chosen_folder(folder)
+    except UserError:
+        if not lenient:
+            raise
+        workdir = _chosen_folder(None)
+    return {"launch": views.launch_context(workdir, bool(current_app.config["MAIDER_DEMO"])),
+            "folders": project_folders.known(current_app.config["MAIDER_WORKDIR"])}

@@ -1,0 +1,30 @@
+"""Which cloud a local CLI command (validate, list-types) asks: the same rule as ``maider serve``.
+
+Without a Linode token the panel runs in demo mode, so these commands check against the simulated cloud too,
+rather than stopping at the missing token."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from app.config import Settings, default_home
+from app.providers import get_provider
+from app.providers.base import Provider
+
+
+def is_demo(settings: Settings) -> bool:
+    """Demo when maider would serve in demo mode: the Linode provider but no token, or the simulated one chosen."""
+    return settings.provider == "simulated" or (settings.provider == "linode" and settings.linode_token is None)
+
+
+def local_cloud(settings: Settings) -> tuple[Settings, Provider, Path]:
+    """The settings, provider and data dir a local check uses; says so on stderr when it is the demo cloud."""
+    home = default_home()
+    if not is_demo(settings):
+        return settings, get_provider(settings.provider, settings, home), home
+    click.echo("No Linode token found (LINODE_TOKEN, .env.secrets or linode-cli): demo mode, checking against the "
+               "simulated cloud.", err=True)
+    settings = replace(settings, provider="simulated")
+    return settings, get_provider("simulated", settings, home / "demo"), home / "demo"
