@@ -1,6 +1,7 @@
 """Watchdog (idle, lifetime, budget), reconciler (orphans, vanished VMs), cleanup and the API's token guard."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -262,3 +263,23 @@ def test_monitor_records_activity_gpus_and_log_for_the_panel(app, linode_world):
         assert session.engine_state["gpus"][0]["name"].startswith("NVIDIA RTX 4000 Ada")
         assert "Application startup complete" in session.engine_state["log_tail"]
         assert session.tunnel_state == "up"
+
+
+def test_maiders_own_probes_are_not_activity(app, linode_world):
+    """The monitor's scrapes and health probes go through the tunnel too; an idle VM must still look idle."""
+    from app.engine import monitor
+
+    launch(app, "quiet", linode_world["workdir"])
+    ready = drive(app, "quiet", in_state(SessionState.READY, SessionState.FAILED))
+    assert ready.status == "ready", ready.status_message
+    with app.app_context():
+        monitor.run_once(app)  # the first scrape is the baseline
+        first = db.session.get(Session, ready.id).last_activity_at
+        db.session.remove()
+    for _ in range(3):
+        time.sleep(0.3)
+        with app.app_context():
+            monitor.run_once(app)
+            db.session.remove()
+    with app.app_context():
+        assert db.session.get(Session, ready.id).last_activity_at == first

@@ -65,9 +65,8 @@ def _check(app: Flask, session: Session) -> None:
     status = engine.tunnels.status(session.uid)
     if status is not None:
         session.tunnel_state = status.state
-        if status.last_traffic_at and (session.last_activity_at is None
-                                       or status.last_traffic_at > session.last_activity_at):
-            session.last_activity_at = status.last_traffic_at
+    # Activity is vLLM's own request counters (below), not tunnel bytes: maider's own probes and an Open WebUI tab
+    # left open move bytes through the tunnel all day, and counting them would keep an idle VM billing forever.
     if before != session.tunnel_state:
         record_event(session, "tunnel", f"tunnel {session.tunnel_state} on ports {session.api_port}/"
                                         f"{session.webui_port}")

@@ -1,7 +1,8 @@
 """The watchdog: destroys forgotten VMs -- idle too long, past their hard lifetime, or over their budget.
 
-Idle = no vLLM requests (from /metrics) and no tunnel traffic; the monitor keeps ``last_activity_at`` current. A
-warning (panel banner, and a desktop notification where ``notify-send`` exists) comes first; ``extend`` resets it.
+Idle = no vLLM requests (from /metrics; tunnel bytes do not count: maider's own probes move them); the monitor
+keeps ``last_activity_at`` current. A warning (panel banner, and a desktop notification where ``notify-send``
+exists) comes first; ``extend`` resets it.
 """
 from __future__ import annotations
 
