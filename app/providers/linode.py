@@ -7,10 +7,10 @@ timeout so a slow API ends in ``TransientError``, never a hang.
 """
 from __future__ import annotations
 
-import base64
 import ipaddress
 import logging
 import random
+import re
 import secrets
 import threading
 import time
@@ -29,6 +29,7 @@ from urllib3.util.retry import Retry
 
 from app.config import Secret
 from app.domain.clock_offset import ClockOffset, parse_http_date
+from app.domain.cloud_init import UserDataTooLarge, encode_user_data
 from app.domain.gpu_catalog import gpu_for_plan
 from app.providers.base import (
     OWNER_TAG, AuthError, CapacityError, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound,
@@ -71,23 +72,32 @@ _STATUS_MAP: dict[str, InstanceStatus] = {
     "deleting": InstanceStatus.DELETING,
 }
 
-# /regions/availability names some plans by internal names instead of type ids; plans listed under their type id
-# (the g2 RTX 4000 Ada plans) need no entry. An internal name not listed here is ignored ("unknown"), never guessed.
-_AVAILABILITY_PLAN_ALIASES: dict[str, str] = {
-    "gpu-rtx6000-1.1": "g1-gpu-rtx6000-1",
-    "gpu-rtx6000-2.1": "g1-gpu-rtx6000-2",
-    "gpu-rtx6000-3.1": "g1-gpu-rtx6000-3",
-    "gpu-rtx6000-4.1": "g1-gpu-rtx6000-4",
-}
+# /regions/availability names some plans by type id (g2-gpu-rtx4000a1-s) and some by an internal name
+# (gpu-rtx6000-1.1 for g1-gpu-rtx6000-1): the same name without the generation prefix, plus a revision suffix.
+_TYPE_GENERATION = re.compile(r"^g\d+-")
+_INTERNAL_REVISION = re.compile(r"\.\d+$")
 
-# Linode answers "no capacity" as a 400 whose reason says so; there is no dedicated code.
-_CAPACITY_WORDS = ("sold out", "capacity", "not available", "unavailable", "out of stock")
+# Linode refuses an impossible GPU plan/region with a 403 (or a 400) whose reason says so; there is no dedicated code.
+_CAPACITY_WORDS = ("no availability", "sold out", "capacity", "not available", "unavailable", "out of stock")
+# ... and a 403 for accounts not yet cleared for GPU Linodes.
+_VERIFICATION_WORDS = ("verification is required", "additional verification")
+GPU_ACCESS_MESSAGE = ("Linode has not cleared this account for GPU Linodes yet ({reason}): open a support ticket "
+                      "at https://cloud.linode.com/support/tickets asking for access to GPU plans")
 
 # linode_api4 treats anything not starting with these as a *file path* and reads it; refuse such keys up front.
 _SDK_KEY_PREFIXES = ("ssh-dss", "ssh-rsa", "ecdsa-sha2-nistp", "ssh-ed25519")
 
 # The SDK builds paged lists lazily and raises this plain RuntimeError when the list changed between pages.
 _LIST_CHANGED = "has changed since creation"
+
+
+class GpuAccessRequired(InvalidRequest):
+    """The account may not create GPU Linodes until Linode's support clears it: no retry or other token helps."""
+
+
+def _availability_key(name: str) -> str:
+    """One form for a type id and an availability plan name: ``g1-gpu-rtx6000-1`` ~ ``gpu-rtx6000-1.1``."""
+    return _INTERNAL_REVISION.sub("", _TYPE_GENERATION.sub("", name))
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -202,13 +212,21 @@ class LinodeProvider:
         ]
 
     def gpu_plans(self, region: str | None = None) -> list[GpuPlan]:
-        """GPU plans priced for ``region``; when given, only plans offered there (all, if availability is unknown)."""
+        """GPU plans priced for ``region``; when given, only plans offered there.
+
+        A plan the availability list does not mention (or all plans, when the list cannot be read) is *unknown*:
+        listed everywhere with no regions, never dropped as "not offered".
+        """
         gpu_types = self._fetch_gpu_types()
         offered = self._offered_regions(set(gpu_types))
+        unmentioned = sorted(set(gpu_types) - set(offered)) if offered else []
+        if unmentioned:
+            log.info("linode: the availability list does not mention %s; their regions are unknown",
+                     ", ".join(unmentioned))
         plans = []
         for type_id, raw_type in gpu_types.items():
-            regions = tuple(sorted(offered.get(type_id, ()))) if offered else ()
-            if region is not None and offered and region not in regions:
+            regions = tuple(sorted(offered.get(type_id, ())))
+            if region is not None and type_id in offered and region not in regions:
                 continue
             plans.append(GpuPlan(
                 id=type_id, label=raw_type.get("label") or type_id, gpus=int(raw_type.get("gpus") or 0),
@@ -234,7 +252,9 @@ class LinodeProvider:
         log.info("linode: creating %s (%s in %s)", spec.label, spec.plan, spec.region)
         try:
             raw = self._call(f"create instance {spec.label}", post, recover=lambda: self._find_by_label(spec.label),
-                             region=spec.region, plan=spec.plan)
+                             region=spec.region, plan=spec.plan, forbidden=self._create_forbidden)
+        except CapacityError as exc:
+            raise self._with_other_regions(exc, spec.plan, spec.region) from exc
         except InvalidRequest as exc:
             # "Label must be unique": an earlier attempt whose answer we lost made it. Return that one.
             found = self._find_by_label(spec.label) if exc.field == "label" else None
@@ -330,7 +350,8 @@ class LinodeProvider:
         return response
 
     def _call(self, what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
-              region: str | None = None, plan: str | None = None, thing: str = "object") -> T:
+              region: str | None = None, plan: str | None = None, thing: str = "object",
+              forbidden: Callable[[str, str | None, str | None], ProviderError] | None = None) -> T:
         """Run one API operation with maider's retries; every failure leaves as a typed ``ProviderError``.
 
         ``recover`` runs after an ambiguous failure (timeout, 429, 5xx) before any retry: if it finds the effect
@@ -343,7 +364,7 @@ class LinodeProvider:
             try:
                 return fn()
             except Exception as exc:  # noqa: BLE001 - every exit goes through _translate
-                error = self._translate(exc, what, region=region, plan=plan, thing=thing)
+                error = self._translate(exc, what, region=region, plan=plan, thing=thing, forbidden=forbidden)
                 cause = exc
             if recover is not None and error.retryable:
                 found = recover()
@@ -375,14 +396,19 @@ class LinodeProvider:
             return RateLimited(f"{error} ({tried}); wait a minute and try again", retry_after=error.retry_after)
         return TransientError(f"{error} ({tried})")
 
-    def _translate(self, exc: Exception, what: str, *, region: str | None, plan: str | None,
-                   thing: str) -> ProviderError:
-        """The one place HTTP/SDK failures become maider errors (messages never contain the token)."""
+    def _translate(self, exc: Exception, what: str, *, region: str | None, plan: str | None, thing: str,
+                   forbidden: Callable[[str, str | None, str | None], ProviderError] | None = None) -> ProviderError:
+        """The one place HTTP/SDK failures become maider errors (messages never contain the token).
+
+        ``forbidden`` reads a 403's reason first where Linode also answers 403 for things other than the token.
+        """
         if isinstance(exc, ProviderError):
             return exc
         if isinstance(exc, ApiError):
             status = exc.status
             reason = self._scrub("; ".join(str(r) for r in exc.errors) or f"HTTP {status}")
+            if status == 403 and forbidden is not None:
+                return forbidden(reason, region, plan)
             if status in (401, 403):
                 return AuthError(TOKEN_REFUSED_MESSAGE.format(status=status))
             if status == 404:
@@ -405,6 +431,34 @@ class LinodeProvider:
             return TransientError(f"unexpected answer from the Linode API to {what}")
         raise exc
 
+    def _create_forbidden(self, reason: str, region: str | None, plan: str | None) -> ProviderError:
+        """A 403 on create: no capacity, an account not cleared for GPUs, or (only if the profile fails too) the token."""
+        lowered = reason.lower()
+        if any(word in lowered for word in _CAPACITY_WORDS):
+            return CapacityError(f"Linode has no capacity for {plan or 'this plan'} in {region or 'this region'} "
+                                 f"right now (Linode: {reason})", region=region, plan=plan)
+        if any(word in lowered for word in _VERIFICATION_WORDS):
+            return GpuAccessRequired(GPU_ACCESS_MESSAGE.format(reason=f"Linode: {reason}"))
+        try:
+            self._client().get("/profile")
+        except ApiError as exc:
+            if exc.status in (401, 403):
+                return AuthError(TOKEN_REFUSED_MESSAGE.format(status=exc.status) + f" (Linode: {reason})")
+        except requests.RequestException:
+            pass  # the token could not be checked: report Linode's own reason
+        return InvalidRequest(f"Linode refused to create the VM (403: {reason}); the token itself is accepted, so it "
+                              "may lack the Linodes read/write scope or the account may lack access to this plan")
+
+    def _with_other_regions(self, error: CapacityError, plan: str, region: str) -> CapacityError:
+        """The capacity error, naming the regions whose availability lists the plan now (when that can be read)."""
+        try:
+            others = sorted(self._offered_regions({plan}).get(plan, set()) - {region})
+        except ProviderError:
+            others = []
+        where = (f"; regions that offer {plan} now: {', '.join(others)}" if others
+                 else f"; no other region lists {plan} as available now")
+        return CapacityError(f"{error}{where}", region=error.region, plan=error.plan)
+
     def _scrub(self, text: str) -> str:
         """Belt and braces: an API reason that echoes the token must not carry it into a message."""
         return text.replace(self._revealed, "***") if self._revealed else text
@@ -425,18 +479,23 @@ class LinodeProvider:
         return gpu_types
 
     def _offered_regions(self, type_ids: set[str]) -> dict[str, set[str]]:
-        """Type id -> regions where Linode says it is available now; empty when availability is unknown."""
+        """Type id -> regions where Linode says it is available now, for every type the list mentions (an empty set:
+        mentioned, available nowhere); an empty dict when availability is unknown."""
         try:
             entries = self._call("list plan availability", lambda: [
                 (e.region, e.plan, e.available) for e in self._client().regions.availability()])
         except ProviderError as exc:
             log.warning("linode: plan availability unknown (%s); showing plans without regions", exc)
             return {}
+        by_key = {_availability_key(type_id): type_id for type_id in type_ids}
         offered: dict[str, set[str]] = {}
         for region, plan, available in entries:
-            type_id = plan if plan in type_ids else _AVAILABILITY_PLAN_ALIASES.get(plan or "")
-            if available and type_id in type_ids:
-                offered.setdefault(type_id, set()).add(region)
+            type_id = plan if plan in type_ids else by_key.get(_availability_key(plan or ""))
+            if type_id is None:
+                continue  # a plan maider was not asked about, or a name it cannot match: never guessed
+            regions = offered.setdefault(type_id, set())
+            if available:
+                regions.add(region)
         return offered
 
     def _instance_price(self, plan: str, region: str) -> float:
@@ -463,12 +522,16 @@ class LinodeProvider:
             except ValueError:
                 raise InvalidRequest(f"FIREWALL_ID '{spec.firewall_id}' is not a Linode firewall id (a number)",
                                      field="firewall_id") from None
+        try:
+            user_data = encode_user_data(spec.user_data)
+        except UserDataTooLarge as exc:
+            raise InvalidRequest(str(exc), field="user_data") from None
         return {
             "label": spec.label,
             "image": spec.image or DEFAULT_IMAGE,
             "root_pass": secrets.token_urlsafe(32),
             "authorized_keys": list(spec.authorized_keys) or None,
-            "metadata": {"user_data": base64.b64encode(spec.user_data.encode()).decode()},
+            "metadata": {"user_data": user_data},
             "firewall": firewall,
             "tags": list(dict.fromkeys((*spec.tags, OWNER_TAG))),
             "booted": True,

@@ -9,6 +9,7 @@ VM's failsafe deletes its own instance with one); ``deletions`` says who deleted
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import re
 import secrets
@@ -24,6 +25,10 @@ from flask import Flask, Response, g, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 DEFAULT_TOKEN = "fake-linode-token-0123456789abcdef"
+# Linode's own words (HTTP 403) for a GPU plan a region cannot give now, and for an account not cleared for GPUs.
+NO_AVAILABILITY_REASON = "there is no availability for the selected plan in the selected region"
+VERIFICATION_REASON = ("Additional verification is required to add this service. Please open a Support ticket "
+                       "to request access.")
 STATUS_PROGRESSION = ("provisioning", "booting", "running")
 MAX_PAGE_SIZE = 500
 
@@ -184,6 +189,7 @@ class FakeLinodeApi:
         ]
         self.availability: list[dict[str, Any]] = seed_availability()
         self.availability_broken = False  # True: /regions/availability answers 500
+        self.gpu_access_verified = True  # False: creating a GPU Linode answers 403 "verification is required"
         self.instances: dict[int, dict[str, Any]] = {}
         self.create_bodies: dict[int, dict[str, Any]] = {}  # what each POST sent (user_data decoded)
         self.requests: list[RecordedRequest] = []
@@ -278,6 +284,7 @@ class FakeLinodeApi:
         app.add_url_rule("/v4/linode/instances/<int:instance_id>", view_func=self._get_instance)
         app.add_url_rule("/v4/linode/instances/<int:instance_id>", view_func=self._delete_instance,
                          methods=["DELETE"])
+        app.add_url_rule("/v4/profile", view_func=self._get_profile)
         app.add_url_rule("/v4/profile/tokens", view_func=self._create_token, methods=["POST"])
         app.add_url_rule("/v4/profile/tokens/<int:token_id>", view_func=self._delete_token, methods=["DELETE"])
         app.add_url_rule("/v4/account/events", view_func=self._list_events)
@@ -414,6 +421,10 @@ class FakeLinodeApi:
             self.on_delete(instance_id)
         return _ok({})  # Linode answers 200 {}; the SDK breaks on a 204
 
+    def _get_profile(self) -> Response:
+        return _ok({"username": "maider-test", "email": "maider@example.com", "restricted": False,
+                    "two_factor_auth": False, "uid": 1234})
+
     def _create_token(self) -> Response:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
@@ -485,11 +496,15 @@ class FakeLinodeApi:
             return _error(400, "Label must be unique among your linodes", "label")
         if body.get("image") and not (body.get("root_pass") or body.get("authorized_keys")):
             return _error(400, "root_pass is required when specifying an image", "root_pass")
-        plan = _availability_plan(body["type"])
-        for entry in self.availability:
-            if entry["region"] == body["region"] and entry["plan"] == plan and not entry["available"]:
-                return _error(400, f"The requested plan {body['type']} is sold out in {body['region']}; "
-                                   "try another region", "type")
+        gpu_type = next(t for t in self.types if t["id"] == body["type"])["class"] == "gpu"
+        if gpu_type and not self.gpu_access_verified:
+            return _error(403, VERIFICATION_REASON)
+        names = {body["type"], _availability_plan(body["type"])}
+        listed = [e for e in self.availability if e["region"] == body["region"] and e["plan"] in names]
+        if gpu_type and not any(e["available"] for e in listed):
+            return _error(403, NO_AVAILABILITY_REASON)
+        if listed and not any(e["available"] for e in listed):
+            return _error(403, NO_AVAILABILITY_REASON)
         return None
 
     def _new_instance(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -511,7 +526,9 @@ class FakeLinodeApi:
         recorded = dict(body)
         user_data = (body.get("metadata") or {}).get("user_data")
         if user_data:
-            recorded["user_data"] = base64.b64decode(user_data).decode()
+            packed = base64.b64decode(user_data)
+            recorded["user_data_bytes"] = len(packed)  # what Linode counts against its limit
+            recorded["user_data"] = (gzip.decompress(packed) if packed[:2] == b"\x1f\x8b" else packed).decode()
         self.instances[instance_id] = instance
         self.create_bodies[instance_id] = recorded
         return instance
