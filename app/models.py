@@ -6,6 +6,7 @@ the vLLM API key and SSH keys live in files under MAIDER_HOME (see ``app.service
 from __future__ import annotations
 
 import enum
+import secrets
 import uuid
 from datetime import datetime, timezone
 
@@ -271,14 +272,16 @@ class User(db.Model):
     one-time URL that ``maider serve`` prints and has no password."""
 
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}  # a removed user's id is never handed to the next one
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(40), unique=True)
     role: Mapped[str] = mapped_column(sa.String(16), default=Role.VIEWER.value)
     is_owner: Mapped[bool] = mapped_column(default=False)
     password_hash: Mapped[str | None] = mapped_column(sa.String(255))  # None until the invite is accepted
-    # Bumped on removal, role change and password change: every cookie signed for an older version is void.
-    auth_version: Mapped[int] = mapped_column(default=1)
+    # Random, carried in the signed cookie; re-rolled on role change, password change and sign-out, which voids
+    # every browser session the user had (and removal voids them with the row).
+    session_nonce: Mapped[str] = mapped_column(sa.String(32), default=lambda: secrets.token_hex(16))
     failed_logins: Mapped[int] = mapped_column(default=0)
     failed_window_started_at: Mapped[datetime | None] = mapped_column()
     locked_until: Mapped[datetime | None] = mapped_column()

@@ -269,3 +269,29 @@ def test_team_page_refuses_a_bad_name_with_a_message(app, ctx, client):
     assert "Not a valid choice" in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.query(User).filter(User.name.in_(["zed", "<b>x</b>"])).count() == 0
+
+
+def test_a_removed_users_cookie_never_signs_in_as_the_next_user_added(app, ctx, client):
+    """Mallory is removed; Alice is added next (an admin). Mallory's old cookie must not become Alice's."""
+    mallory = invite_and_sign_in(app, ctx, "mallory", "viewer", password="mallory's password")
+    stolen = mallory.get_cookie("maider_session").value
+    headers = {**HX, "X-CSRFToken": csrf_token(client, "/team/")}
+    assert client.delete("/team/users/mallory", headers=headers).status_code == 200
+    invite_and_sign_in(app, ctx, "alice", "admin", password="alice's password")
+    replay = app.test_client()
+    replay.set_cookie("maider_session", stolen)
+    assert replay.get("/team/").status_code == 401
+    assert replay.get("/").status_code == 401
+    with app.app_context():
+        ids = {u.name: u.id for u in db.session.query(User)}
+    assert "mallory" not in ids and ids["alice"] > max(i for n, i in ids.items() if n != "alice")
+
+
+def test_signing_out_ends_every_copy_of_the_cookie(app, ctx):
+    browser = invite_and_sign_in(app, ctx, "sam", "viewer")
+    copy = app.test_client()
+    copy.set_cookie("maider_session", browser.get_cookie("maider_session").value)
+    assert copy.get("/").status_code == 200
+    signed_out = browser.post("/logout", headers={"X-CSRFToken": csrf_token(browser)})
+    assert signed_out.status_code == 303  # a viewer may sign out
+    assert browser.get("/").status_code == 401 and copy.get("/").status_code == 401

@@ -164,7 +164,7 @@ def accept_invite(token: str, password: str, confirm: str, now: datetime | None 
     user = invite.user
     invite.used_at = now or utcnow()
     user.password_hash = generate_password_hash(password)
-    user.auth_version += 1
+    user.session_nonce = secrets.token_hex(16)
     user.failed_logins = 0
     user.locked_until = None
     record_event(None, "user", f"{user.name} accepted the invite and chose a password", actor=user.name)
@@ -219,6 +219,12 @@ def _count_failure(user: User, now: datetime) -> None:
     db.session.commit()
 
 
+def end_sessions(user: User) -> None:
+    """Void every browser session of ``user`` (sign-out signs out everywhere)."""
+    user.session_nonce = secrets.token_hex(16)
+    db.session.commit()
+
+
 def set_role(name: str, role: str, actor: str) -> User:
     user = get_user(name)
     checked = check_role(role)
@@ -226,7 +232,7 @@ def set_role(name: str, role: str, actor: str) -> User:
         raise UserError("the owner is always an admin")
     if user.role != checked.value:
         user.role = checked.value
-        user.auth_version += 1  # signed-in browsers pick the new role up at their next sign-in
+        user.session_nonce = secrets.token_hex(16)  # signed-in browsers pick the new role up at their next sign-in
         record_event(None, "user", f"{name} is now {checked.value}", actor=actor, user=name, role=checked.value)
         db.session.commit()
     return user

@@ -6,11 +6,13 @@ in order: a ``@requires(Role.X)`` on the view, the blueprint's role (settings, s
 the method: reading needs a viewer, anything that changes something an operator. So a new route is never open to
 less than an operator by accident.
 
-The signed cookie carries the user's id and ``auth_version``; removing a user or changing their role or password
-bumps the version, which voids every browser session they had.
+The signed cookie carries the user's id and a random per-user nonce; removing a user, changing their role or
+password, or signing out re-rolls it (or deletes it with the row), which voids every browser session they had. Ids are
+never reused, so a removed user's cookie can never name the next user added.
 """
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable
 from typing import TypeVar
@@ -48,11 +50,15 @@ def sign_in(user: User) -> None:
     request.environ.pop(_USER_KEY, None)
     session.permanent = True
     session["uid"] = user.id
-    session["av"] = user.auth_version
+    session["sn"] = user.session_nonce
 
 
 def sign_out() -> None:
+    """Sign this user out everywhere: a copy of the cookie stops working too."""
+    user = current_user()
     session.clear()
+    if user is not None:
+        users_service.end_sessions(user)
     request.environ.pop(_USER_KEY, None)
 
 
@@ -61,10 +67,10 @@ def current_user() -> User | None:
     if _USER_KEY in request.environ:
         return request.environ[_USER_KEY]
     user = None
-    uid, version = session.get("uid"), session.get("av")
-    if isinstance(uid, int) and isinstance(version, int):
+    uid, nonce = session.get("uid"), session.get("sn")
+    if isinstance(uid, int) and isinstance(nonce, str):
         found = users_service.user_by_id(uid)
-        if found is not None and found.auth_version == version:
+        if found is not None and hmac.compare_digest(found.session_nonce.encode(), nonce.encode()):
             user = found
     request.environ[_USER_KEY] = user
     return user

@@ -62,6 +62,7 @@ def login_post():
 
 
 @bp.post("/logout")
+@requires(Role.VIEWER)
 def logout():
     """Forget this browser's sign-in."""
     sign_out()
