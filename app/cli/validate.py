@@ -22,7 +22,7 @@ def validate(ctx: click.Context, workdir: Path | None) -> None:
         settings, provider, home = local_cloud(load_settings(workdir))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    report = validation_service.validate_launch(settings, provider, home)
+    report = validation_service.validate_launch(settings, provider, home, offline_fit=True)
     project_folders.remember(workdir or Path.cwd())
     for problem in report.problems:
         click.echo(f"✗ {problem.variable}: {problem.message}")

@@ -378,8 +378,9 @@ class LinodeProvider:
                 if error is cause:
                     raise error
                 raise error from cause
-            log.warning("linode: %s failed (%s); retry %d of %d in %.1fs", what, error, attempt, MAX_ATTEMPTS - 1,
-                        delay)
+            # info, not warning: the caller reports the outcome in one line (the server's log shows these too)
+            log.info("linode: %s failed (%s); retry %d of %d in %.1fs", what, error, attempt, MAX_ATTEMPTS - 1,
+                     delay)
             self._sleep(delay)
             waited += delay
 
@@ -485,7 +486,7 @@ class LinodeProvider:
             entries = self._call("list plan availability", lambda: [
                 (e.region, e.plan, e.available) for e in self._client().regions.availability()])
         except ProviderError as exc:
-            log.warning("linode: plan availability unknown (%s); showing plans without regions", exc)
+            log.info("linode: plan availability unknown (%s); showing plans without regions", exc)
             return {}
         by_key = {_availability_key(type_id): type_id for type_id in type_ids}
         offered: dict[str, set[str]] = {}

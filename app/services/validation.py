@@ -2,6 +2,7 @@
 
 Every problem names the variable to change, so ``maider validate``, the wizard and the panel show the same verdict.
 A model that cannot be sized because Hugging Face is unreachable is a note, not a problem: the launch may still work.
+So is an unreachable Linode API: the fit is then checked against maider's own table of Linode's GPU plans.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from app.config import ConfigProblem, Settings
 from app.domain.cost import format_money
+from app.domain.gpu_catalog import LINODE_PLANS
 from app.domain.sizing import FitReport, ModelFacts, Recommendation, best_tp, estimate_fit, format_context, recommend
 from app.errors import ConfigError
-from app.providers.base import AuthError, GpuPlan, Provider, ProviderError
+from app.providers.base import AuthError, GpuPlan, Provider, ProviderError, RateLimited, TransientError
 from app.services import catalog as catalog_service
 from app.services.model_info import ModelLookupError, lookup_model
 
@@ -78,8 +80,34 @@ def check_fit(model_id: str, plan: GpuPlan, context: int, tp: int | None, *, hf_
     return estimate_fit(facts, plan.gpu, plan.gpus, chosen_tp, context, gpu_memory_utilization, kv_cache_dtype, dtype)
 
 
-def _catalog(report: ValidationReport, settings: Settings, provider: Provider,
-             home: Path) -> tuple[list[GpuPlan], bool] | None:
+def _built_in_plan(plan_id: str) -> GpuPlan | None:
+    """A Linode plan from maider's own table (GPU model and count; price and regions unknown)."""
+    known = LINODE_PLANS.get(plan_id)
+    if known is None:
+        return None
+    gpu, gpus = known
+    return GpuPlan(id=plan_id, label=plan_id, gpus=gpus, gpu=gpu, hourly_price=0.0, memory_mb=0, vcpus=0)
+
+
+def _offline(report: ValidationReport, settings: Settings, provider: Provider,
+             exc: ProviderError) -> list[GpuPlan]:
+    """The cloud did not answer: say so in one line, and size on the built-in plans when maider knows them."""
+    reason = str(exc).rstrip(".")
+    if provider.name != "linode":
+        report.notes.append(f"{reason}: region, plan and price were not checked")
+        return []
+    plan = _built_in_plan(settings.plan) if settings.plan else None
+    if plan is not None:
+        report.plan = plan
+        report.notes.append(f"{reason}: region and price were not checked; the fit below uses maider's own table "
+                            f"of Linode plans ({plan.gpus} × {plan.gpu.name if plan.gpu else '?'})")
+    else:
+        report.notes.append(f"{reason}: region, plan and price were not checked")
+    return [p for p in map(_built_in_plan, LINODE_PLANS) if p is not None]
+
+
+def _catalog(report: ValidationReport, settings: Settings, provider: Provider, home: Path,
+             offline_fit: bool = False) -> tuple[list[GpuPlan], bool] | None:
     """Check region and plan against the provider's (cached) catalog; return the region's plans, or None."""
     if settings.provider == "linode" and settings.linode_token is None:
         report.add("LINODE_TOKEN", "not set: create a token at cloud.linode.com (Linodes read/write) and put it in "
@@ -96,6 +124,12 @@ def _catalog(report: ValidationReport, settings: Settings, provider: Provider,
             report.add("REGION", f"region '{settings.region}' has no GPU plans: GPU regions are "
                                  f"{', '.join(gpu_regions)}")
             region_ok = False
+        elif settings.region and not next(r for r in regions if r.id == settings.region).has_metadata:
+            # Without Linode's Metadata service cloud-init gets no user data: no pinned host key, nothing installed.
+            usable = sorted(r.id for r in regions if r.has_gpus and r.has_metadata)
+            report.add("REGION", f"region '{settings.region}' has no Metadata service, so the VM could not be set "
+                                 f"up (cloud-init user data): pick one of {', '.join(usable)}")
+            region_ok = False
         plans = catalog_service.list_plans(provider, home, region=settings.region if region_ok else None)
         all_plans = plans if not region_ok else catalog_service.list_plans(provider, home)
     except AuthError as exc:
@@ -103,6 +137,11 @@ def _catalog(report: ValidationReport, settings: Settings, provider: Provider,
         return None
     except ConfigError as exc:  # e.g. an op:// reference that 1Password could not resolve
         report.add(exc.variable or "LINODE_TOKEN", str(exc))
+        return None
+    except (TransientError, RateLimited) as exc:
+        if offline_fit:
+            return _offline(report, settings, provider, exc), False
+        report.add("LINODE_TOKEN", f"could not check the region and plan with {provider.name}: {exc}")
         return None
     except ProviderError as exc:
         report.add("LINODE_TOKEN", f"could not check the region and plan with {provider.name}: {exc}")
@@ -119,6 +158,9 @@ def _catalog(report: ValidationReport, settings: Settings, provider: Provider,
             known = ", ".join(p.id for p in all_plans[:3])
             more = f" and {len(all_plans) - 3} more ('maider list-types' lists them)" if len(all_plans) > 3 else ""
             report.add("TYPE", f"unknown GPU plan '{settings.plan}': known plans are {known}{more}")
+        elif report.plan is not None and not report.plan.regions and region_ok and any(p.regions for p in all_plans):
+            report.notes.append(f"{provider.name}'s availability list does not mention {settings.plan}: whether "
+                                f"{settings.region} has it now is unknown (the launch will tell)")
     return region_plans, region_ok
 
 
@@ -177,14 +219,18 @@ def _size(report: ValidationReport, settings: Settings, facts: ModelFacts, regio
 
 
 def validate_launch(settings: Settings, provider: Provider, home: Path, *,
-                    model_lookup: ModelLookup = lookup_model) -> ValidationReport:
-    """Every check ``maider validate`` runs; never raises for a bad configuration or an unreachable cloud."""
+                    model_lookup: ModelLookup = lookup_model, offline_fit: bool = False) -> ValidationReport:
+    """Every check ``maider validate`` runs; never raises for a bad configuration or an unreachable cloud.
+
+    ``offline_fit``: an unreachable cloud is a note and the fit uses maider's own plan table (``maider validate``);
+    otherwise it is a problem (a launch must not pick a plan nobody checked).
+    """
     home = Path(home)
     report = ValidationReport(problems=list(settings.problems))
     for variable, attr, message in _REQUIRED:
         if not getattr(settings, attr):
             report.add(variable, message)
-    catalog = _catalog(report, settings, provider, home)
+    catalog = _catalog(report, settings, provider, home, offline_fit)
     region_plans, region_ok = catalog if catalog is not None else ([], False)
     if not settings.model_id:
         return report

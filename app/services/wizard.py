@@ -266,7 +266,7 @@ def region_options(ctx: Context, tier: str, *, refresh: bool = False,
     fitting = [(p, p.hourly_price) for p in plans if _fitting_models(tier, p)]
     options = []
     for region in regions:
-        if not region.has_gpus:
+        if not region.has_gpus or not region.has_metadata:  # no Metadata: cloud-init gets no user data
             continue
         here = [price for plan, price in fitting if not plan.regions or region.id in plan.regions]
         if not here:
@@ -285,7 +285,8 @@ def plan_options(ctx: Context, tier: str, region: str) -> list[PlanOption]:
     tier_models(tier)
     provider = ctx.provider()
     try:
-        known_regions = {r.id for r in catalog_service.list_regions(provider, ctx.home) if r.has_gpus}
+        known_regions = {r.id for r in catalog_service.list_regions(provider, ctx.home)
+                         if r.has_gpus and r.has_metadata}
         if region not in known_regions:
             raise WizardError(f"'{region}' is not a GPU region of {provider.name}: pick one from the list", "region")
         plans = catalog_service.list_plans(provider, ctx.home, region=region)
