@@ -16,7 +16,7 @@ from app.config import DEFAULT_PORT, LOOPBACK_HOSTS, default_home, load_settings
 log = logging.getLogger(__name__)
 PORT_SEARCH_SPAN = 50
 DEFAULT_SHARE_PORT = 8443
-WAITRESS_THREADS = 8
+WAITRESS_THREADS = 16  # the proxy may hold 12 for long streams (model_proxy.DEFAULT_SLOTS); the panel keeps 4
 
 
 def _is_loopback(host: str) -> bool:

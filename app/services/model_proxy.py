@@ -13,7 +13,8 @@ import time
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.domain.openai_stream import Usage
 from app.engine.identity import load_identity
@@ -82,6 +83,7 @@ class UsageBook:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.flush_lock = threading.Lock()
         self._pending: dict[tuple[int, str], list] = {}  # (session, user) -> [requests, errors, in, out, last]
         self._flushed_at = time.monotonic()
         self._activity_at: dict[int, float] = {}
@@ -98,6 +100,14 @@ class UsageBook:
             entry[4] = utcnow()
             return time.monotonic() - self._flushed_at >= self.FLUSH_S
 
+    def put_back(self, pending: dict[tuple[int, str], list]) -> None:
+        with self._lock:
+            for key, counts in pending.items():
+                entry = self._pending.setdefault(key, [0, 0, 0, 0, None])
+                for i in range(4):
+                    entry[i] += counts[i]
+                entry[4] = max(filter(None, (entry[4], counts[4])), default=None)
+
     def take(self) -> dict[tuple[int, str], list]:
         with self._lock:
             pending, self._pending = self._pending, {}
@@ -111,6 +121,22 @@ class UsageBook:
                 return False
             self._activity_at[session_id] = now
             return True
+
+
+DEFAULT_SLOTS = 12  # of the server's 16 threads: the panel, the CLI and destroy always keep some
+
+
+def take_slot() -> threading.BoundedSemaphore:
+    """A place for one proxied request; 429 when every place is taken, so long streams can never take every server
+    thread from the panel and the CLI. The caller releases it."""
+    slots = current_app.extensions.get("maider_proxy_slots")
+    if slots is None:
+        size = int(current_app.config.get("MAIDER_PROXY_SLOTS", DEFAULT_SLOTS))
+        slots = current_app.extensions.setdefault("maider_proxy_slots", threading.BoundedSemaphore(size))
+    if not slots.acquire(blocking=False):
+        raise ProxyRefused(429, "too_many_requests", "Too many requests through maider's proxy at once; try again "
+                                                     "in a moment.")
+    return slots
 
 
 def _book() -> UsageBook:
@@ -131,29 +157,33 @@ def record_usage(session_id: int, user_name: str, usage: Usage | None, failed: b
 
 
 def flush_usage() -> None:
-    """Write the counted requests to the database."""
-    for (session_id, user_name), counts in _book().take().items():
+    """Write the counted requests to the database (one flush at a time; counts go back if the write fails)."""
+    book = _book()
+    with book.flush_lock:
+        pending = book.take()
         try:
-            _add_usage(session_id, user_name, counts)
-        except IntegrityError:  # two first writes for one user at once: the other made the row
+            for (session_id, user_name), counts in pending.items():
+                _add_usage(session_id, user_name, counts)
+            db.session.commit()
+        except SQLAlchemyError:
             db.session.rollback()
-            _add_usage(session_id, user_name, counts)
+            book.put_back(pending)
+            raise
 
 
 def _add_usage(session_id: int, user_name: str, counts: list) -> None:
+    """One upsert that adds in SQL, so no count is lost between a read and a write."""
     requests, errors, prompt_tokens, completion_tokens, last_at = counts
-    row = db.session.scalar(sa.select(ProxyUsage).where(ProxyUsage.session_id == session_id,
-                                                        ProxyUsage.user_name == user_name))
-    if row is None:
-        row = ProxyUsage(session_id=session_id, user_name=user_name, requests=0, errors=0, prompt_tokens=0,
-                         completion_tokens=0)
-        db.session.add(row)
-    row.requests += requests
-    row.errors += errors
-    row.prompt_tokens += prompt_tokens
-    row.completion_tokens += completion_tokens
-    row.last_request_at = last_at
-    db.session.commit()
+    insert = sqlite_insert(ProxyUsage).values(session_id=session_id, user_name=user_name, requests=requests,
+                                              errors=errors, prompt_tokens=prompt_tokens,
+                                              completion_tokens=completion_tokens, last_request_at=last_at)
+    db.session.execute(insert.on_conflict_do_update(
+        index_elements=["session_id", "user_name"],
+        set_={"requests": ProxyUsage.requests + insert.excluded.requests,
+              "errors": ProxyUsage.errors + insert.excluded.errors,
+              "prompt_tokens": ProxyUsage.prompt_tokens + insert.excluded.prompt_tokens,
+              "completion_tokens": ProxyUsage.completion_tokens + insert.excluded.completion_tokens,
+              "last_request_at": insert.excluded.last_request_at}))
 
 
 def usage_for(session: Session) -> list[ProxyUsage]:

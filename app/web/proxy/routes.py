@@ -14,6 +14,7 @@ import httpx
 from flask import Response, current_app, jsonify, request, stream_with_context
 
 from app.domain.openai_stream import SseUsageReader, usage_from
+from app.extensions import db
 from app.services import model_proxy
 from app.services.model_proxy import ProxyRefused
 from app.web.proxy import bp
@@ -79,59 +80,93 @@ def _json_body() -> dict:
 def _forward(name: str, path: str, body: dict | None):
     user = model_proxy.authenticate(request.headers.get("Authorization", ""))
     target = model_proxy.target(name, Path(current_app.config["MAIDER_HOME"]))
-    user_name = user.name
-    model_proxy.mark_activity(target.session_id)
-    stream = bool(body and body.get("stream") is True)
+    if body is not None and "stream" in body and not isinstance(body["stream"], bool):
+        raise ProxyRefused(400, "invalid_body", "'stream' must be true or false.")
+    stream = bool(body and body.get("stream"))
     drop_usage_chunk = False
     if stream:
         options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
         if not options.get("include_usage"):
             drop_usage_chunk = True
             body = {**body, "stream_options": {**options, "include_usage": True}}
-    upstream_request = _upstream().build_request(
-        "POST" if body is not None else "GET", f"{target.base_url}/{path}",
-        headers={"Authorization": f"Bearer {target.api_key}", "Accept": request.headers.get("Accept", "*/*")},
-        content=json.dumps(body).encode() if body is not None else None,
-        params=request.args if body is None else None)
+    slot = model_proxy.take_slot()  # ProxyRefused(429) when teammates already hold every proxy slot
     if body is not None:
-        upstream_request.headers["Content-Type"] = "application/json"
+        model_proxy.mark_activity(target.session_id)  # a completion is use; listing models is not
+    db.session.commit()  # end the read transaction: a stream may last minutes
+    relay = _Relay(target.session_id, user.name, slot)
     try:
-        upstream = _upstream().send(upstream_request, stream=True)
+        upstream = _upstream().send(_upstream().build_request(
+            "POST" if body is not None else "GET", f"{target.base_url}/{path}",
+            headers={"Authorization": f"Bearer {target.api_key}", "Accept": request.headers.get("Accept", "*/*"),
+                     **({"Content-Type": "application/json"} if body is not None else {})},
+            content=json.dumps(body).encode() if body is not None else None,
+            params=request.args if body is None else None), stream=True)
     except httpx.HTTPError:
-        model_proxy.record_usage(target.session_id, user_name, None, failed=True)
+        relay.finish(None, failed=True)
         raise ProxyRefused(502, "upstream_unreachable", f"Session '{name}' did not answer through its tunnel; maider "
                                                         "is checking it: try again in a few seconds.") from None
+    relay.upstream = upstream
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
-    if stream and upstream.status_code == 200:
-        reader = SseUsageReader(drop_usage_chunk)
-        return Response(stream_with_context(_relay(upstream, reader, target.session_id, user_name)),
-                        status=upstream.status_code, headers={**headers, "X-Accel-Buffering": "no"})
+    if upstream.status_code == 200 and upstream.headers.get("content-type", "").startswith("text/event-stream"):
+        response = Response(stream_with_context(relay.events(SseUsageReader(drop_usage_chunk))),
+                            status=200, headers={**headers, "X-Accel-Buffering": "no"})
+        app = current_app._get_current_object()
+        response.call_on_close(lambda: _in_app(app, relay.finish, None, True))  # no-op once the stream ended
+        return response
     try:
         content = upstream.read()
-    finally:
-        upstream.close()
+    except httpx.HTTPError:
+        relay.finish(None, failed=True)
+        raise ProxyRefused(502, "upstream_broke_off", f"Session '{name}' stopped answering mid-reply; try again.") \
+            from None
     usage = None
     if upstream.status_code == 200 and path != "models":
         try:
             usage = usage_from(json.loads(content))
         except ValueError:
             usage = None
-    model_proxy.record_usage(target.session_id, user_name, usage, failed=upstream.status_code >= 400)
+    relay.finish(usage, failed=upstream.status_code >= 400)
     return Response(content, status=upstream.status_code, headers=headers)
 
 
-def _relay(upstream: httpx.Response, reader: SseUsageReader, session_id: int, user_name: str) -> Iterator[bytes]:
-    """Send each upstream event on as soon as it is whole; count the request and its tokens at the end."""
-    failed = True
-    try:
-        for data in upstream.iter_raw():
-            out = reader.feed(data)
-            if out:
-                yield out
-        rest = reader.flush()
-        if rest:
-            yield rest
-        failed = False
-    finally:
-        upstream.close()
-        model_proxy.record_usage(session_id, user_name, reader.usage, failed=failed)
+def _in_app(app, function, *args) -> None:
+    with app.app_context():
+        function(*args)
+
+
+class _Relay:
+    """One proxied request's end: close upstream, give back the slot, count it -- exactly once, however it ends
+    (finished, client gone, generator never started)."""
+
+    def __init__(self, session_id: int, user_name: str, slot) -> None:
+        self.session_id = session_id
+        self.user_name = user_name
+        self.slot = slot
+        self.upstream: httpx.Response | None = None
+        self._done = False
+
+    def events(self, reader: SseUsageReader) -> Iterator[bytes]:
+        """Send each upstream event on as soon as it is whole; count the request and its tokens at the end."""
+        failed = True
+        try:
+            for data in self.upstream.iter_raw():
+                out = reader.feed(data)
+                if out:
+                    yield out
+            rest = reader.flush()
+            if rest:
+                yield rest
+            failed = False
+        except httpx.HTTPError:
+            pass  # the VM or the tunnel broke off: the client sees the stream end
+        finally:
+            self.finish(reader.usage, failed=failed)
+
+    def finish(self, usage, failed: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self.upstream is not None:
+            self.upstream.close()
+        self.slot.release()
+        model_proxy.record_usage(self.session_id, self.user_name, usage, failed=failed)
