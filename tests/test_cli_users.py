@@ -2,7 +2,9 @@
 process, as a user types them; the links they print work once in a fresh browser session."""
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -62,3 +64,15 @@ def test_user_add_list_key_role_remove(demo_server):  # noqa: F811
     assert "ana" not in maider(demo_server, "user", "list").stdout
     missing = maider(demo_server, "user", "remove", "nobody", "--yes")
     assert missing.returncode == 1 and "no user named" in missing.stderr
+
+
+def test_open_hands_the_browser_a_private_page_not_the_token(tmp_path, monkeypatch):
+    """Another local user can read every command line in /proc: the browser is started on a 0600 page that redirects,
+    so the one-time token never appears in one."""
+    from app.cli.users import _redirect_page
+
+    page = _redirect_page("http://127.0.0.1:8765/login?token=secret-token&x=1")
+    assert page.parent == Path(os.environ["MAIDER_HOME"])
+    assert page.stat().st_mode & 0o777 == 0o600
+    assert 'url=http://127.0.0.1:8765/login?token=secret-token&amp;x=1"' in page.read_text()
+    assert "secret-token" not in page.as_uri()

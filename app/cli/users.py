@@ -1,12 +1,16 @@
 """``maider open`` (a sign-in link for this laptop's browser) and ``maider user ...`` (teammates) -- API clients."""
 from __future__ import annotations
 
+import html
 import shutil
 import webbrowser
+from pathlib import Path
 
 import click
 
 from app.cli.client import connect
+from app.config import default_home
+from app.files import write_private
 
 ROLES = click.Choice(["viewer", "operator", "admin"])
 
@@ -18,7 +22,18 @@ def open_panel(no_browser: bool) -> None:
     url = connect().post("/login-link")["url"]
     click.echo(f"Sign in to the maider panel (this link works once): {url}")
     if not no_browser and _has_browser():
-        webbrowser.open(url)
+        webbrowser.open(_redirect_page(url).as_uri())
+
+
+def _redirect_page(url: str) -> Path:
+    """A 0600 page in MAIDER_HOME that sends the browser on to ``url``: the browser's command line then names only
+    this file, never the token (any local user can read another's command lines in /proc)."""
+    home = default_home()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    page = home / "open-panel.html"
+    write_private(page, f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0; url='
+                        f'{html.escape(url, quote=True)}"><title>maider</title><p>Opening the maider panel…</p>\n')
+    return page
 
 
 def _has_browser() -> bool:
