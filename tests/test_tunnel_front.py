@@ -159,3 +159,17 @@ def test_a_cookie_is_only_good_for_the_tunnel_that_issued_it(tunnels, keys, vm):
                             [ForwardSpec("webui", vc.WEBUI_PORT, 0, front="webui")])["webui"]
     value = cookie.split("=", 1)[1]
     assert get(other, "/", extra=f"Cookie: {cookie_name(other)}={value}\n")[0] == 403
+
+
+def test_an_api_request_carrying_maiders_cookies_is_the_connections_last():
+    """Only a connection's first request passes the door: when it carries maider's cookies (a browser tab on the API
+    port), it is rewritten to close the connection, so no later request on it reaches the VM with them."""
+    from app.engine.tunnel_front import decide
+
+    head = (b"GET /docs HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nCookie: maider_8765=signed; a=b\r\n"
+            b"Connection: keep-alive")
+    forwarded = decide(head, b"", "http", 8000, None).forward.decode()
+    assert "maider_8765" not in forwarded and "Cookie: a=b" in forwarded
+    assert "Connection: close" in forwarded and "keep-alive" not in forwarded
+    plain = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: keep-alive"
+    assert decide(plain, b"", "http", 8000, None).forward == plain + b"\r\n\r\n"  # aider's requests: untouched

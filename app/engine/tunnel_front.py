@@ -165,6 +165,11 @@ def _without_maider_cookies(head: Head) -> list[tuple[str, str]]:
     return headers + ([("Cookie", "; ".join(kept))] if kept else [])
 
 
+def _closing(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers with ``Connection: close``: the VM's server answers this request and closes the connection."""
+    return [(n, v) for n, v in headers if n.lower() not in ("connection", "keep-alive")] + [("Connection", "close")]
+
+
 def _reply(status: str, body: str, extra: tuple[tuple[str, str], ...] = (), html: bool = False) -> bytes:
     payload = body.encode()
     kind = "text/html; charset=utf-8" if html else "text/plain; charset=utf-8"
@@ -200,8 +205,10 @@ def decide(head_bytes: bytes, rest: bytes, front: Front, port: int, access: WebU
     if front == "http":
         if COOKIE_PREFIX.encode() not in head_bytes:
             return Decision(forward=head_bytes + b"\r\n\r\n" + rest)  # the common case: forwarded untouched
-        return Decision(forward=Head(head.method, head.target, head.version, _without_maider_cookies(head)).encode()
-                        + rest)
+        # A browser carrying maider's cookies (someone opened the API port in a tab): strip them, and make this the
+        # connection's only request, so no later request on it can carry them to the VM unchecked.
+        return Decision(forward=Head(head.method, head.target, head.version,
+                                     _closing(_without_maider_cookies(head))).encode() + rest)
     return _decide_webui(head, rest, port, access or WebUiAccess())
 
 
@@ -222,6 +229,5 @@ def _decide_webui(head: Head, rest: bytes, port: int, access: WebUiAccess) -> De
     headers = _without_maider_cookies(head)
     upgrade = any(n.lower() == "upgrade" for n, _ in headers)
     if not upgrade:  # one request per connection, so each request passes this door
-        headers = [(n, v) for n, v in headers if n.lower() not in ("connection", "keep-alive")]
-        headers.append(("Connection", "close"))
+        headers = _closing(headers)
     return Decision(forward=Head(head.method, head.target, head.version, headers).encode() + rest)
