@@ -176,9 +176,11 @@ def _stack_vm(tmp_path: Path, docker: str, extra: dict[str, str] | None = None) 
     (tmp_path / ".env").write_text("VLLM_TENSOR_PARALLEL_SIZE='2'\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    stand_ins = {"docker": docker, "curl": "#!/bin/sh\nexit 7\n", "sleep": "#!/bin/sh\nexit 0\n", "du": "#!/bin/sh\necho '123 x'\n",
+    clock = tmp_path / "clock"
+    stand_ins = {"docker": docker, "curl": "#!/bin/sh\nexit 7\n", "sleep": "#!/bin/sh\nexit 0\n",
+                 "du": "#!/bin/sh\necho '123 x'\n",
                  # each call is a minute later than the last
-                 "date": f"#!/bin/sh\nn=$(cat {tmp_path}/clock 2>/dev/null || echo 0)\necho $((n + 60)) > {tmp_path}/clock\n"
+                 "date": f"#!/bin/sh\nn=$(cat {clock} 2>/dev/null || echo 0)\necho $((n + 60)) > {clock}\n"
                          "echo $((1700000000 + n))\n"}
     stand_ins.update(extra or {})
     for name, body in stand_ins.items():
@@ -208,7 +210,8 @@ def test_a_docker_hub_rate_limit_stops_the_start_with_a_diagnosis(tmp_path: Path
 
 def test_a_transient_pull_failure_is_still_retried(tmp_path: Path) -> None:
     docker = ("#!/bin/sh\necho \"$*\" >> calls\n"
-              "case \"$*\" in *pull*) n=$(grep -c pull calls); [ \"$n\" -ge 2 ] || { echo 'i/o timeout' >&2; exit 1; };; esac\n"
+              "case \"$*\" in *pull*) n=$(grep -c pull calls)\n"
+              "  [ \"$n\" -ge 2 ] || { echo 'i/o timeout' >&2; exit 1; };; esac\n"
               "exit 0\n")
     curl = f"#!/bin/sh\n[ -e {tmp_path}/clock ] && exit 0\nexit 7\n"
     script, env = _stack_vm(tmp_path, docker, {"curl": curl})
@@ -240,7 +243,8 @@ def test_peer_to_peer_is_off_by_default_on_multi_gpu_plans() -> None:
 
 def test_a_silent_multi_gpu_load_is_reported_as_a_stall_and_diagnosed(tmp_path: Path) -> None:
     # vLLM printed one line and then nothing; the weights are all there (the cache does not grow)
-    docker = "#!/bin/sh\ncase \"$*\" in logs*) echo '2026-12-01T09:00:00Z INFO Starting to load model' ;; esac\nexit 0\n"
+    docker = ("#!/bin/sh\ncase \"$*\" in logs*) echo '2026-12-01T09:00:00Z INFO Starting to load model' ;; esac\n"
+              "exit 0\n")
     curl = f"#!/bin/sh\n[ -e {tmp_path}/problem ] && exit 0\nexit 7\n"  # ends the test once the problem is out
     script, env = _stack_vm(tmp_path, docker, {"curl": curl})
     problem_seen = tmp_path / "problem-seen"
@@ -261,7 +265,8 @@ def test_a_silent_multi_gpu_load_is_reported_as_a_stall_and_diagnosed(tmp_path: 
 def test_a_silent_download_is_not_a_stall(tmp_path: Path) -> None:
     docker = "#!/bin/sh\ncase \"$*\" in logs*) echo '2026-12-01T09:00:00Z Downloading shards' ;; esac\nexit 0\n"
     # the cache grows by a byte a call; vLLM answers after about 40 minutes of the fake clock
-    du = f"#!/bin/sh\nn=$(cat {tmp_path}/size 2>/dev/null || echo 0)\necho $((n + 1)) > {tmp_path}/size\necho \"$n x\"\n"
+    size = tmp_path / "size"
+    du = f"#!/bin/sh\nn=$(cat {size} 2>/dev/null || echo 0)\necho $((n + 1)) > {size}\necho \"$n x\"\n"
     curl = f"#!/bin/sh\n[ \"$(cat {tmp_path}/clock)\" -ge 2400 ] && exit 0\nexit 7\n"
     script, env = _stack_vm(tmp_path, docker, {"du": du, "curl": curl})
     (tmp_path / "clock").write_text("0\n")

@@ -124,7 +124,8 @@ def test_create_sends_label_tags_user_data_and_keys(provider: LinodeProvider, ap
     assert body["label"] == "maider-3f2a" and body["region"] == "us-ord" and body["type"] == "g2-gpu-rtx4000a1-s"
     assert body["image"] == "linode/ubuntu24.04" and body["booted"] is True
     assert body["tags"] == [OWNER_TAG] and body["authorized_keys"] == [KEY] and body["firewall_id"] == 4242
-    assert gzip.decompress(base64.b64decode(body["metadata"]["user_data"])).decode() == "#cloud-config\nwrite_files: []\n"
+    sent = gzip.decompress(base64.b64decode(body["metadata"]["user_data"]))
+    assert sent.decode() == "#cloud-config\nwrite_files: []\n"
     assert seen[0]["user_data"] == "#cloud-config\nwrite_files: []\n"
     assert len(body["root_pass"]) >= 32
     assert body["root_pass"] not in caplog.text and api.token not in caplog.text

@@ -433,7 +433,8 @@ class LinodeProvider:
         raise exc
 
     def _create_forbidden(self, reason: str, region: str | None, plan: str | None) -> ProviderError:
-        """A 403 on create: no capacity, an account not cleared for GPUs, or (only if the profile fails too) the token."""
+        """A 403 on create: no capacity, an account not cleared for GPUs, or (only if the profile fails too) a bad
+        token."""
         lowered = reason.lower()
         if any(word in lowered for word in _CAPACITY_WORDS):
             return CapacityError(f"Linode has no capacity for {plan or 'this plan'} in {region or 'this region'} "
