@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app import PROJECT_ROOT
 from app.domain import vm_contract
 from app.domain.vllm_env import Images, VllmSettings, parse_env, render_env
@@ -67,3 +69,16 @@ def test_vllm_sees_no_vllm_variable_of_maiders_own(tmp_path: Path) -> None:
     assert started["env"]["NCCL_P2P_DISABLE"] == "1"
     assert started["env"]["HF_TOKEN"] == "hf_PLANTEDhubtoken"
     assert "WEBUI_SECRET_KEY" not in started["env"]  # Open WebUI's secret is none of vLLM's business
+
+
+def test_every_vllm_variable_it_sees_is_one_real_vllm_defines(tmp_path: Path) -> None:
+    """Checked against the variable list of the real vLLM the real-vLLM tier installs (scripts/real-vllm-env)."""
+    vllm_python = PROJECT_ROOT / ".venv-vllm" / "bin" / "python"
+    if not vllm_python.exists():
+        pytest.skip("no .venv-vllm (scripts/real-vllm-env makes it): vLLM's own variable list is not here")
+    known = json.loads(subprocess.run(
+        [str(vllm_python), "-c", "import json, vllm.envs as e; print(json.dumps(list(e.environment_variables)))"],
+        capture_output=True, text=True, check=True, timeout=120).stdout)
+    started, _output = _start(tmp_path, SETTINGS)
+    assert "VLLM_API_KEY" in known  # the key vLLM reads instead of --api-key
+    assert [name for name in started["env"] if name.startswith("VLLM_") and name not in known] == []
