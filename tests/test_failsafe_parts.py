@@ -48,6 +48,19 @@ def test_renewal_only_when_the_token_runs_out_before_the_session_does():
     assert not rules.needs_renewal(NOW, soon, NOW + timedelta(minutes=20))  # the VM goes before the token anyway
 
 
+def test_the_token_always_outlives_a_silence_that_starts_now():
+    """Laptop closed at any moment: the VM's silence rule fires ``silence`` later, and its token must still work."""
+    silence = 180  # --idle-minutes 180, no lifetime
+    expiry = rules.token_expiry(NOW, NOW, None, None, silence)
+    assert expiry >= NOW + timedelta(minutes=silence) + rules.TOKEN_MARGIN
+    # Renewal comes while a silence starting then would still be covered, not 2 h before expiry regardless.
+    late = expiry - timedelta(minutes=silence) - rules.TOKEN_MARGIN - rules.RENEW_BEFORE
+    assert rules.needs_renewal(late, expiry, None, silence)
+    assert not rules.needs_renewal(late - timedelta(minutes=1), expiry, None, silence)
+    long = 7 * 24 * 60  # FAILSAFE_MINUTES of a week: the token is made to last past it
+    assert rules.token_expiry(NOW, NOW, None, None, long) >= NOW + timedelta(minutes=long)
+
+
 def test_silence_limit_and_the_next_deadline():
     assert rules.silence_minutes(None, None) == 30
     assert rules.silence_minutes(None, 60) == 60

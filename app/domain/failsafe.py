@@ -34,25 +34,35 @@ def silence_minutes(failsafe_minutes: int | None, idle_timeout_minutes: int | No
 
 
 def token_expiry(now: datetime, started_at: datetime | None, session_lifetime_hours: float | None,
-                 user_max_lifetime_hours: float | None) -> datetime:
+                 user_max_lifetime_hours: float | None, silence_minutes: int = DEFAULT_SILENCE_MINUTES) -> datetime:
     """When the session's token should expire: the hard lifetime plus a margin, capped by MAX_LIFETIME_HOURS.
 
-    Without any lifetime the token lives 24 h (maider renews it, see ``needs_renewal``). Never in the past.
+    Without any lifetime the token lives 24 h (maider renews it, see ``needs_renewal``) -- and always long enough to
+    outlive a silence that starts now, or the VM would decide to delete itself after its token expired. Never in the
+    past.
     """
     cap = timedelta(hours=user_max_lifetime_hours) if user_max_lifetime_hours else TOKEN_LIFE_WITHOUT_LIMIT
     if session_lifetime_hours:
         end = (started_at or now) + timedelta(hours=session_lifetime_hours) + TOKEN_MARGIN
         life = min(end - now, cap)
     else:
-        life = cap
+        life = max(cap, _silence_cover(silence_minutes) + RENEW_BEFORE)
     return now + max(life, MIN_TOKEN_LIFE)
 
 
-def needs_renewal(now: datetime, expires_at: datetime, lifetime_end: datetime | None) -> bool:
-    """Renew a token that runs out soon -- unless the session's own hard lifetime ends before it anyway."""
+def needs_renewal(now: datetime, expires_at: datetime, lifetime_end: datetime | None,
+                  silence_minutes: int = DEFAULT_SILENCE_MINUTES) -> bool:
+    """Renew a token that may run out before the VM could need it: if maider fell silent now, the silence rule fires
+    ``silence_minutes`` later, and the token must still work then. Not when the session's own hard lifetime ends
+    (and the token covers that) first."""
     if lifetime_end is not None and lifetime_end + TOKEN_MARGIN <= expires_at:
         return False
-    return expires_at - now <= RENEW_BEFORE
+    return expires_at - now <= _silence_cover(silence_minutes) + RENEW_BEFORE
+
+
+def _silence_cover(silence_minutes: int) -> timedelta:
+    """How long a token must still live for a silence that begins now: the silence, then the check and retries."""
+    return timedelta(minutes=silence_minutes) + TOKEN_MARGIN
 
 
 def vm_config(*, instance_id: str, api_url: str, token: str, limits: Limits, armed_at: datetime) -> dict[str, object]:

@@ -56,7 +56,8 @@ def arm(session: Session, provider: Provider, remote: RemoteHost, now: datetime)
         return
     minutes = rules.silence_minutes(settings.failsafe_minutes, session.idle_timeout_minutes)
     limits = limits_for(session, minutes, now)
-    expiry = rules.token_expiry(now, limits.started_at, session.max_lifetime_hours, settings.max_lifetime_hours)
+    expiry = rules.token_expiry(now, limits.started_at, session.max_lifetime_hours, settings.max_lifetime_hours,
+                                limits.silence_minutes)
     try:
         _install(session, provider, remote, limits, expiry, now)
     except (ProviderError, RemoteError) as exc:
@@ -114,10 +115,11 @@ def renew_if_due(session: Session, provider: Provider, remote: RemoteHost, now: 
     limits = limits_for(session, minutes, now)
     expires_at = datetime.fromisoformat(state["expires_at"])
     extended = state.pop("extend_requested", None)
-    if not extended and not rules.needs_renewal(now, expires_at, rules.lifetime_end(limits)):
+    if not extended and not rules.needs_renewal(now, expires_at, rules.lifetime_end(limits), limits.silence_minutes):
         return
     settings = load_settings(session.workdir) if session.workdir else load_settings()
-    expiry = rules.token_expiry(now, limits.started_at, session.max_lifetime_hours, settings.max_lifetime_hours)
+    expiry = rules.token_expiry(now, limits.started_at, session.max_lifetime_hours, settings.max_lifetime_hours,
+                                limits.silence_minutes)
     _save(session, state)
     try:
         _install(session, provider, remote, limits, expiry, now)
