@@ -82,14 +82,14 @@ def test_dashboard_shows_a_card_per_live_session(client, ctx):
     assert "Recently ended" in page and gone.name in page
 
 
-def test_card_partial_polls_while_launching_with_step_and_detail(client, ctx):
+def test_card_partial_shows_step_and_detail_and_polls_nothing_itself(client, ctx):
     session = make_session("booting", stage_detail="waiting for SSH")
     response = client.get(f"/sessions/{session.name}/card", headers=HX)
     body = text(response)
     assert response.status_code == 200
     assert "<html" not in body
     assert f'id="session-{session.name}"' in body
-    assert 'hx-trigger="every 3s"' in body
+    assert "hx-trigger" not in body  # the tab's one live channel refreshes it
     assert "Step 3/6" in body and "Booting" in body and "waiting for SSH" in body
 
 
@@ -100,11 +100,13 @@ def test_card_of_a_destroyed_session_stops_polling(client, ctx):
     assert "Destroyed" in body
 
 
-def test_failed_session_with_vm_kept_keeps_polling_its_cost(client, ctx):
+def test_failed_session_with_vm_kept_keeps_ticking_its_cost(client, ctx):
     session = make_session("failed", status_message="vLLM ran out of memory", keep_on_failure=True)
     body = text(client.get(f"/sessions/{session.name}/card", headers=HX))
-    assert 'hx-trigger="every 3s"' in body
+    assert 'data-tick-rate="0.52"' in body  # the browser moves the cost on at the VM's rate
     assert "vLLM ran out of memory" in body
+    gone = make_session("destroyed")
+    assert "data-tick-rate" not in text(client.get(f"/sessions/{gone.name}/card", headers=HX))
 
 
 def test_card_shows_money_and_duration_formatted(client, ctx):
@@ -133,16 +135,28 @@ def test_totals_partial(client, ctx):
     body = text(client.get("/sessions/totals", headers=HX))
     assert "<html" not in body and 'id="totals"' in body
     assert "$2.00" in body  # burn rate of both VMs
-    assert "every 5s" in body
+    assert body.count('data-tick-rate="2.0"') == 2  # spent today and in total move on at that rate in the browser
 
 
-def test_session_list_answers_204_while_unchanged(client, ctx):
-    make_session("ready")
-    body = text(client.get("/sessions/list", headers=HX))
-    version = re.search(r"/sessions/list\?v=([0-9a-f]+)", body).group(1)
-    assert client.get(f"/sessions/list?v={version}", headers=HX).status_code == 204
+def test_the_live_channel_answers_204_until_something_shown_changes(client, ctx):
+    session = make_session("booting")
+    page = text(client.get("/"))
+    assert page.count("hx-trigger") == 1  # one live channel for the whole tab
+    version = re.search(r'data-live-version="([0-9a-f]+)"', page).group(1)
+    assert client.get(f"/live?v={version}", headers=HX).status_code == 204
+    session.status = "configuring"
+    db.session.commit()
+    moved = client.get(f"/live?v={version}", headers=HX)
+    assert moved.status_code == 200 and moved.headers["X-Live-Version"] != version
+    body = text(moved)
+    for part in ('id="sessions" hx-swap-oob="true"', 'id="totals" aria-label="Spend" hx-swap-oob="true"',
+                 'id="orphans" hx-swap-oob="true"'):
+        assert part in body
+    assert "Installing drivers" in body
+    newer = moved.headers["X-Live-Version"]
+    assert client.get(f"/live?v={newer}", headers=HX).status_code == 204
     make_session("requested")
-    assert client.get(f"/sessions/list?v={version}", headers=HX).status_code == 200
+    assert client.get(f"/live?v={newer}", headers=HX).status_code == 200
 
 
 # ---- launch form -----------------------------------------------------------------------------------------------

@@ -98,6 +98,51 @@
     logScroll = null;
   });
 
+  // The live channel (one poll per tab): it sends back the change version it shows, and keeps the one the server
+  // answers with, so an unchanged dashboard costs one 204 a second.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var version = event.detail.elt.getAttribute && event.detail.elt.getAttribute("data-live-version");
+    if (version) event.detail.parameters.v = version;
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt.hasAttribute || !elt.hasAttribute("data-live-version")) return;
+    var version = event.detail.xhr && event.detail.xhr.getResponseHeader("X-Live-Version");
+    if (version) elt.setAttribute("data-live-version", version);
+  });
+
+  // Cost and runtime tick here between the live channel's answers: the rate is on the element, so no request is
+  // needed to move them. data-tick-cost (USD at render) with data-tick-rate ($/h); data-tick-runtime (seconds).
+  function formatMoney(amount) {
+    if (amount > 0 && amount < 0.01) return "$" + amount.toFixed(4);
+    return "$" + amount.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function formatDuration(seconds) {
+    seconds = Math.floor(seconds);
+    if (seconds < 60) return seconds + "s";
+    var minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + "m " + pad(seconds % 60) + "s";
+    var hours = Math.floor(minutes / 60);
+    if (hours < 48) return hours + "h " + pad(minutes % 60) + "m";
+    return Math.floor(hours / 24) + "d " + (hours % 24) + "h";
+  }
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("[data-tick-cost], [data-tick-runtime]").forEach(function (el) {
+      if (el._maiderSince === undefined) el._maiderSince = now;
+      var elapsed = (now - el._maiderSince) / 1000;
+      if (el.hasAttribute("data-tick-cost")) {
+        var cost = parseFloat(el.getAttribute("data-tick-cost")) + parseFloat(el.getAttribute("data-tick-rate") || "0") * elapsed / 3600;
+        if (!isNaN(cost)) el.textContent = formatMoney(cost);
+      } else {
+        var seconds = parseFloat(el.getAttribute("data-tick-runtime")) + elapsed;
+        if (!isNaN(seconds)) el.textContent = formatDuration(seconds);
+      }
+    });
+  }
+  setInterval(tick, 1000);
+
   // Toasts: the server sends HX-Trigger {"maider:toast": {...}} when it refused an action.
   var toasts = null;
   function toast(message, level, title) {

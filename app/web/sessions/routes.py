@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
@@ -19,7 +20,7 @@ from app.services import project_folders
 from app.services import sessions as sessions_service
 from app.services import tunnels as tunnels_service
 from app.web import wants_partial
-from app.web.access import actor
+from app.web.access import actor, current_user
 from app.web.sessions import bp, views
 from app.web.sessions.forms import LaunchForm, SwitchModelForm
 from app.web.sessions.sections import SECTIONS, render_section, section_context
@@ -66,6 +67,27 @@ def _with_trigger(body: str, event: str) -> Response:
 def index():
     """Show every live session with its cost, the totals, orphan VMs and the launch form."""
     return _dashboard(LaunchForm(), folder=request.args.get("workdir"))
+
+
+@bp.get("/live")
+def live():
+    """The dashboard tab's one live channel: 204 while what it shows is unchanged, else every part out of band."""
+    version = views.dashboard_version()
+    if _unchanged(version):
+        return "", 204
+
+    def render() -> str:
+        overview = views.dashboard(current_app.config["MAIDER_HOME"])
+        ended = views.recently_ended(overview.now)
+        return render_template("sessions/_live.html", overview=overview, ended=ended,
+                               list_v=views.list_version(overview.sessions, ended),
+                               orphans_v=views.orphans_version(overview.orphans))
+
+    user = current_user()
+    key = (version, user.id if user else None, user.role if user else None, generate_csrf())
+    response = current_app.make_response(views.rendered_once(key, render))
+    response.headers["X-Live-Version"] = version
+    return response
 
 
 @bp.get("/sessions/list")
@@ -239,11 +261,12 @@ def _render_orphans(found) -> str:
 
 
 def _dashboard(form: LaunchForm, folder: str | None = None, **extra):
+    live_v = views.dashboard_version()  # before reading: a change in between shows at the first poll
     overview = views.dashboard(current_app.config["MAIDER_HOME"])
     ended = views.recently_ended(overview.now)
     return render_template("sessions/index.html", overview=overview, ended=ended, form=form,
                            **_launch_context(folder or form.workdir.data, lenient=True),
-                           list_v=views.list_version(overview.sessions, ended),
+                           list_v=views.list_version(overview.sessions, ended), live_v=live_v,
                            orphans_v=views.orphans_version(overview.orphans), **extra)
 
 

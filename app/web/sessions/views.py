@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 import sqlalchemy.orm  # noqa: F401  (sa.orm.defer)
@@ -170,6 +170,26 @@ def dashboard(cache_key: str) -> sessions_service.Overview:
                                      spend.spent_total, now)
 
 
+# What a dashboard card, the totals and the orphans panel show, apart from the cost and runtime that tick in the
+# browser: one narrow query decides whether anything a tab shows has changed.
+_CARD_COLUMNS = (Session.id, Session.name, Session.status, Session.stage_detail, Session.status_message,
+                 Session.tunnel_state, Session.destroy_requested_at, Session.destroy_attempts, Session.hourly_price,
+                 Session.instance_id, Session.provider_created_at, Session.model_id, Session.plan, Session.region,
+                 Session.workdir, Session.api_port, Session.webui_port)
+
+
+def dashboard_version(now: datetime | None = None) -> str:
+    """The change version of the whole dashboard (cards, recently ended, orphans, totals' rates and the day)."""
+    from app.models import OrphanInstance
+
+    now = now or utcnow()
+    live = db.session.execute(sa.select(*_CARD_COLUMNS).where(sessions_service.live_clause())
+                              .order_by(Session.id.desc())).all()
+    ended = list(db.session.scalars(_recently_ended_query(Session.id, now)))
+    orphans = list(db.session.execute(sa.select(OrphanInstance.id, OrphanInstance.hourly_price)).all())
+    return version_key([tuple(row) for row in live], ended, [tuple(row) for row in orphans], now.date())
+
+
 def live_list_version(now: datetime | None = None) -> str:
     """``list_version`` from two narrow id queries: a poll that changes nothing never loads whole rows."""
     now = now or utcnow()
@@ -208,6 +228,29 @@ def forget_totals() -> None:
     """After an action that changes the totals (launch, destroy), the next poll recomputes them."""
     with _totals_lock:
         _totals_cache.clear()
+        _rendered.clear()
+
+
+_rendered: dict[tuple, tuple[float, str]] = {}
+_render_lock = threading.Lock()
+RENDERED_MAX_AGE_S = 2.0
+
+
+def rendered_once(key: tuple, render: Callable[[], str]) -> str:
+    """The markup for ``key`` (a change version and who is looking), rendered once however many tabs ask for it in
+    the same moment: every open tab sees a change at the same poll, and the second CPU is not there to share."""
+    with _render_lock:  # the tabs asking at the same moment wait for the first one's render
+        now = time.monotonic()
+        with _totals_lock:
+            hit = _rendered.get(key)
+            if hit is not None and now - hit[0] < RENDERED_MAX_AGE_S:
+                return hit[1]
+        body = render()
+        with _totals_lock:
+            for stale in [k for k, (at, _) in _rendered.items() if now - at >= RENDERED_MAX_AGE_S]:
+                del _rendered[stale]
+            _rendered[key] = (now, body)
+        return body
 
 
 def version_key(*parts: Any) -> str:
