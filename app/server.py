@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -110,7 +111,7 @@ class ShareOptions:
     @property
     def url(self) -> str:
         name = self.names[0]
-        return f"https://{'[' + name + ']' if ':' in name else name}:{self.port}"
+        return f"https://{'[' + name + ']' if ':' in name and not name.startswith('[') else name}:{self.port}"
 
 
 def acquire_owner_lock(home: Path):
@@ -126,6 +127,12 @@ def acquire_owner_lock(home: Path):
             url = ""
         raise AlreadyRunning(f"maider is already running{' at ' + url if url else ''} for {home}") from None
     return handle
+
+
+def _as_host_header(name: str) -> str:
+    """How a Host header names it: an IPv6 address in brackets, everything lower-case."""
+    name = name.lower()
+    return f"[{name.strip('[]')}]" if ":" in name else name
 
 
 def _share_front(app, home: Path, share: ShareOptions, backend_port: int):
@@ -151,8 +158,12 @@ def _share_front(app, home: Path, share: ShareOptions, backend_port: int):
     peers = PeerMap()
     app.wsgi_app = RestorePeer(app.wsgi_app, peers)
     try:
-        return TlsFront(share.host, share.port, backend_port, server_context(str(cert.cert_path),
-                                                                            str(cert.key_path)), peers)
+        context = server_context(str(cert.cert_path), str(cert.key_path))
+    except ssl.SSLError as exc:
+        raise ShareRefused(f"cannot serve HTTPS: the certificate and key do not belong together ({exc.reason})") \
+            from None
+    try:
+        return TlsFront(share.host, share.port, backend_port, context, peers)
     except OSError as exc:
         raise ShareRefused(f"cannot listen on {share.host}:{share.port} for --share: {exc.strerror or exc}") from None
 
@@ -189,7 +200,7 @@ def run_server(home: Path, host: str, port: int, demo: bool, start_workers: bool
     if demo:
         config["MAIDER_TIMINGS"] = DEMO_TIMINGS
     if share is not None:
-        config.update(MAIDER_PUBLIC_URL=share.url, MAIDER_ALLOWED_HOSTS=[n.lower() for n in share.names])
+        config.update(MAIDER_PUBLIC_URL=share.url, MAIDER_ALLOWED_HOSTS=[_as_host_header(n) for n in share.names])
     app = create_app(config)
     try:
         front = _share_front(app, home, share, port) if share is not None else None

@@ -20,7 +20,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT_S = 10.0
-IDLE_TIMEOUT_S = 300.0
+IDLE_TIMEOUT_S = 300.0  # also bounds a send to a client that stopped reading
+MAX_CONNECTIONS = 256  # relayed at once; more wait in the listen backlog
 CHUNK = 64 * 1024
 
 
@@ -83,6 +84,7 @@ class TlsFront:
         self._context = context
         self._peers = peers
         self._stopped = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._thread = threading.Thread(target=self._accept_loop, name=f"tls-front-{self.port}", daemon=True)
 
     def start(self) -> None:
@@ -105,7 +107,16 @@ class TlsFront:
                 if self._stopped.is_set():
                     return
                 continue
-            threading.Thread(target=self._relay, args=(conn, address[0]), daemon=True).start()
+            if not self._slots.acquire(timeout=HANDSHAKE_TIMEOUT_S):
+                conn.close()  # every relay busy for a while: refuse rather than grow threads without bound
+                continue
+            threading.Thread(target=self._relay_in_slot, args=(conn, address[0]), daemon=True).start()
+
+    def _relay_in_slot(self, conn: socket.socket, client: str) -> None:
+        try:
+            self._relay(conn, client)
+        finally:
+            self._slots.release()
 
     def _relay(self, conn: socket.socket, client: str) -> None:
         conn.settimeout(HANDSHAKE_TIMEOUT_S)
@@ -125,7 +136,7 @@ class TlsFront:
         try:
             for sock in (tls, backend):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.settimeout(None)
+                sock.settimeout(IDLE_TIMEOUT_S)
             _pump(tls, backend)
         except (OSError, ssl.SSLError):
             pass

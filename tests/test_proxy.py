@@ -206,15 +206,29 @@ def test_stream_must_be_a_json_boolean(app, ready, keys):
     assert response.status_code == 400 and "'stream' must be true or false" in response.json()["error"]["message"]
 
 
-def test_when_every_proxy_slot_is_busy_the_next_request_gets_429_and_the_panel_still_answers(app, ready, keys,
+def test_when_every_proxy_slot_is_busy_the_next_request_gets_429_and_the_panel_still_answers(app, linode_world, keys,
                                                                                            client):
+    linode_world["behaviour"]["value"] = VmBehaviour.fast(itl_s=0.1, tokens_per_reply=40)  # a 4 s stream
+    slow = drive(app, launch(app, "slow", linode_world["workdir"]), in_state(SessionState.READY, SessionState.FAILED))
     app.config["MAIDER_PROXY_SLOTS"] = 1
     with waitress_in_thread(app) as url:
-        base, auth = f"{url}/sessions/{ready.name}/openai/v1", {"Authorization": f"Bearer {keys['bo']}"}
+        base, auth = f"{url}/sessions/{slow.name}/openai/v1", {"Authorization": f"Bearer {keys['bo']}"}
         with httpx.stream("POST", f"{base}/chat/completions", json=_chat(True), headers=auth, timeout=30) as held:
-            next(held.iter_lines())  # the one slot is taken while this stream runs
+            lines = held.iter_lines()
+            next(lines)  # the one slot is taken while this stream runs
             refused = httpx.post(f"{base}/chat/completions", json=_chat(False), headers=auth, timeout=5)
             assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_requests"
             assert client.get("/").status_code == 200
-        again = httpx.post(f"{base}/chat/completions", json=_chat(False), headers=auth, timeout=30)
+            for _ in lines:  # read the stream to its end
+                pass
+        again = httpx.get(f"{base}/models", headers=auth, timeout=30)
         assert again.status_code == 200  # the slot came back when the stream ended
+    close_upstream(app)
+
+
+def test_a_teammate_on_the_shared_address_gets_the_endpoint_not_a_dead_open_webui_link(app, ready, client):
+    local = client.get(f"/sessions/{ready.name}").get_data(as_text=True)
+    assert 'id="webui-frame"' in local
+    shared = client.get(f"/sessions/{ready.name}", environ_overrides={"maider.shared": True}).get_data(as_text=True)
+    assert 'id="webui-frame"' not in shared and "/webui" not in shared
+    assert "OpenAI-compatible endpoint" in shared

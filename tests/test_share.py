@@ -133,3 +133,28 @@ def test_share_serves_https_to_a_teammate_and_refuses_other_names(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5).json()["service"] == "maider"
     finally:
         _stop(process)
+
+
+def test_share_names_match_host_headers_as_browsers_send_them():
+    from app.server import ShareOptions, _as_host_header
+    from app.web.security import host_is_allowed
+
+    allowed = frozenset(_as_host_header(n) for n in ("Laptop.Lan", "fd00::1", "[fd00::2]", "192.168.1.5"))
+    assert host_is_allowed("laptop.lan:8443", allowed) and host_is_allowed("[fd00::1]:8443", allowed)
+    assert host_is_allowed("[fd00::2]:8443", allowed) and host_is_allowed("192.168.1.5:8443", allowed)
+    assert not host_is_allowed("evil.example:8443", allowed) and not host_is_allowed("[fd00::3]:8443", allowed)
+    assert ShareOptions("::", 8443, ("fd00::1",)).url == "https://[fd00::1]:8443"
+    assert ShareOptions("::", 8443, ("[fd00::1]",)).url == "https://[fd00::1]:8443"
+
+
+def test_a_key_that_does_not_match_its_certificate_is_named(tmp_path):
+    from app.tls import self_signed
+
+    first = self_signed(tmp_path / "a", ["one.lan"])
+    second = self_signed(tmp_path / "b", ["two.lan"])
+    _add_teammate(tmp_path / "home" / "demo")
+    process, log = _serve(tmp_path, "--port", str(_free_port()), "--share", "--host", "127.0.0.1", "--share-port",
+                          str(_free_port()), "--name", "localhost", "--tls-cert", str(first.cert_path),
+                          "--tls-key", str(second.key_path))
+    assert process.wait(timeout=30) == 1
+    assert "the certificate and key do not belong together" in log.read_text()

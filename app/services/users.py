@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -277,10 +278,21 @@ class _KeyCache:
     def __init__(self) -> None:
         self.holders: dict[str, KeyHolder] = {}
         self.generation = 0
+        self.lock = threading.Lock()
 
     def forget(self) -> None:
-        self.generation += 1
-        self.holders.clear()
+        with self.lock:
+            self.generation += 1
+            self.holders.clear()
+
+    def store(self, digest: str, holder: KeyHolder, generation: int) -> None:
+        """Remember ``holder`` unless a change happened since the lookup began (then it may be stale)."""
+        with self.lock:
+            if self.generation != generation:
+                return
+            if len(self.holders) >= self.MAX:
+                self.holders.clear()
+            self.holders[digest] = holder
 
 
 def _key_cache() -> _KeyCache:
@@ -306,10 +318,7 @@ def holder_of_api_key(key: str) -> KeyHolder | None:
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     holder = KeyHolder(row.id, row.name)
-    if len(cache.holders) >= cache.MAX:
-        cache.holders.clear()
-    if cache.generation == generation:
-        cache.holders[digest] = holder
+    cache.store(digest, holder, generation)
     return holder
 
 

@@ -113,7 +113,9 @@ def init_app(app: Flask) -> None:
     def _user_context() -> dict[str, object]:
         user = current_user()
         return {"current_user": user, "may_operate": user is not None and user.role_enum.allows(Role.OPERATOR),
-                "may_admin": user is not None and user.role_enum.allows(Role.ADMIN)}
+                "may_admin": user is not None and user.role_enum.allows(Role.ADMIN),
+                # reached through --share's HTTPS front: the tunnels on the owner's loopback are not reachable
+                "on_shared_address": bool(request.environ.get("maider.shared"))}
 
 
 def _signed_out():
