@@ -149,10 +149,21 @@ def delete_instance(config: dict) -> bool:
     return False
 
 
+def on_this_clock(config: dict) -> dict:
+    """maider wrote its times on the laptop's clock; the file's modification time is this VM's clock at the moment
+    it was written (``written_at`` on the laptop's), so the difference moves every time onto this VM's clock."""
+    try:
+        shift = os.stat(CONFIG).st_mtime - float(config["written_at"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return config
+    return {**config, **{key: float(config[key]) + shift for key in ("started_at", "armed_at") if config.get(key)}}
+
+
 def main() -> int:
     config = read_json(CONFIG)
     if not config or not config.get("token") or not config.get("instance_id") or not config.get("api_url"):
         return 0  # not armed (maider has not written it yet, or the failsafe is off)
+    config = on_this_clock(config)
     now = time.time()
     reason = reason_to_delete(config, now)
     if reason is None:

@@ -341,3 +341,32 @@ def test_a_failed_launchs_kept_vm_hears_maider_while_it_runs(app, linode_world):
         monitor.run_once(app)
         beat = db.session.get(Session, ready.id).engine_state["failsafe"]["heartbeat_at"]
     assert beat > "2026"
+
+
+def test_the_vm_reads_maiders_times_on_its_own_clock(tmp_path, monkeypatch):
+    """A laptop clock 20 minutes behind must not make the VM think a 1-minute-old session is 21 minutes old."""
+    import importlib.util
+    import json
+    import time
+
+    from app.domain import vm_contract
+    from app.domain.cloud_init import TEMPLATE_DIR, fill_template
+
+    script = tmp_path / "failsafe.py"
+    script.write_text(fill_template((TEMPLATE_DIR / "maider-failsafe.py").read_text()))
+    monkeypatch.setenv("MAIDER_FAILSAFE_ROOT", str(tmp_path / "root"))
+    spec = importlib.util.spec_from_file_location("maider_failsafe_under_test", script)
+    failsafe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(failsafe)
+
+    laptop_now = time.time() - 20 * 60  # the laptop is 20 minutes behind the VM
+    config = {"instance_id": "1", "api_url": "http://127.0.0.1:1", "token": "t", "silence_minutes": 30,
+              "max_lifetime_hours": 0.1, "budget_usd": 0, "hourly_price": 0.52,
+              "started_at": laptop_now - 60, "armed_at": laptop_now, "written_at": laptop_now}
+    path = tmp_path / "root" / vm_contract.FAILSAFE_CONFIG.lstrip("/")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(config))  # written now, on the VM's clock
+    assert failsafe.reason_to_delete(config, time.time()) is not None  # read naively: "lifetime reached"
+    assert failsafe.reason_to_delete(failsafe.on_this_clock(config), time.time()) is None
+    six_minutes_later = time.time() + 6 * 60  # the 0.1 h lifetime has passed on the VM's clock
+    assert "lifetime" in failsafe.reason_to_delete(failsafe.on_this_clock(config), six_minutes_later)

@@ -65,13 +65,19 @@ def _silence_cover(silence_minutes: int) -> timedelta:
     return timedelta(minutes=silence_minutes) + TOKEN_MARGIN
 
 
-def vm_config(*, instance_id: str, api_url: str, token: str, limits: Limits, armed_at: datetime) -> dict[str, object]:
-    """The JSON the VM's failsafe reads (times as Unix seconds; it holds the token: SSH and 0600 only)."""
+def vm_config(*, instance_id: str, api_url: str, token: str, limits: Limits, armed_at: datetime,
+              written_at: datetime | None = None) -> dict[str, object]:
+    """The JSON the VM's failsafe reads (times as Unix seconds; it holds the token: SSH and 0600 only).
+
+    The times are on this laptop's clock; ``written_at`` lets the VM move them onto its own (the config file's
+    modification time is the VM's clock at the same moment), so a laptop clock that is off never makes the VM
+    delete itself early or late."""
     return {
         "instance_id": str(instance_id), "api_url": api_url, "token": token,
         "silence_minutes": limits.silence_minutes, "max_lifetime_hours": limits.max_lifetime_hours or 0,
         "budget_usd": limits.budget_usd or 0, "hourly_price": limits.hourly_price,
         "started_at": _unix(limits.started_at), "armed_at": _unix(armed_at),
+        "written_at": _unix(written_at or armed_at),
     }
 
 

@@ -76,7 +76,8 @@ def _install(session: Session, provider: Provider, remote: RemoteHost, limits: r
     """Mint a token and write the configuration; a token the VM never got is revoked at once."""
     token = provider.mint_session_token(f"{session.label}-failsafe", expiry)
     config = rules.vm_config(instance_id=session.instance_id or "", api_url=token.api_url,
-                             token=token.token.reveal(), limits=limits, armed_at=armed_at or now)
+                             token=token.token.reveal(), limits=limits, armed_at=armed_at or now,
+                             written_at=now)
     try:
         result = remote.run(vm.CMD_WRITE_FAILSAFE, stdin=json.dumps(config).encode(), timeout=30)
         if result.exit_code != 0:
