@@ -211,3 +211,11 @@ def test_a_sharegpt_file_supplies_prompts_and_reply_lengths(app, ready, tmp_path
     assert level["completed"] == 3 and level["dataset"] == str(dataset)
     assert level["total_input_tokens"] == 3 * len("explain this code " * 8) // 4
     assert level["total_output_tokens"] == 3 * 15  # each reply's length (60 characters), not the 128 default
+
+
+def test_runs_started_through_the_api_are_the_owners(app, ready):
+    api = app.test_client()
+    run_id = api.post("/api/v1/benchmarks", headers={**AUTH, "X-Maider-Actor": "mallory"}, json={
+        "session": "bench", "concurrency": "1", "num_prompts": 1, "input_len": 4, "output_len": 2}).get_json()["id"]
+    run = _finished(app, api, run_id)
+    assert run["created_by"].endswith("(cli)") and "mallory" not in run["created_by"]

@@ -321,14 +321,32 @@ class LoopbackHttpServer:
         self._server = waitress.create_server(wsgi_app, host="127.0.0.1", port=port, threads=threads,
                                               channel_timeout=30, clear_untrusted_proxy_headers=True, ident="")
         self.port: int = int(self._server.effective_port)  # waitress reports it as text
+        self._closing = False
+        self._quiet_trigger_after_close()
         self._thread = threading.Thread(target=self._server.run, name=f"sim-http-{self.port}", daemon=True)
         self._thread.start()
+
+    def _quiet_trigger_after_close(self) -> None:
+        """A worker still streaming when ``stop`` closed the loop wakes a trigger whose pipe is gone (EBADF in that
+        thread); there is nothing left to wake then, so that one error is dropped."""
+        trigger = self._server.trigger
+        pull = trigger._physical_pull
+
+        def pull_unless_closed() -> None:
+            try:
+                pull()
+            except OSError:
+                if not self._closing:
+                    raise
+
+        trigger._physical_pull = pull_unless_closed
 
     def stop(self) -> None:
         """Close the listener and every open connection, then stop the worker threads."""
         server = self._server
         if not self._thread.is_alive():
             return
+        self._closing = True
         server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         self._thread.join(5)
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, jsonify
 
 from app.benchmark_models import BenchmarkRun
 from app.errors import MalformedRequest
@@ -12,6 +12,7 @@ from app.services import benchmark_export
 from app.services import benchmarks as benchmarks_service
 from app.web import schemas
 from app.web.api import bp, openapi
+from app.web.api.actor import api_actor
 
 MAX_RUN_ID = 2**31 - 1
 
@@ -80,9 +81,8 @@ def _run_id(run_id: int) -> int:
 def create_benchmark():
     """Start a benchmark against a ready session (or base_url + model); it runs in the server."""
     parsed = benchmarks_service.parse_request(_body())
-    actor = (request.headers.get("X-Maider-Actor") or "api")[:64]
     run = benchmarks_service.start_run(current_app._get_current_object(), parsed,
-                                       Path(current_app.config["MAIDER_HOME"]), actor)
+                                       Path(current_app.config["MAIDER_HOME"]), api_actor())
     return jsonify(run_json(run)), 202
 
 

@@ -1,27 +1,24 @@
 """/api/v1/sessions/<name>/check and /validate-perf: the GPU checks behind ``maider check`` and ``validate-perf``."""
 from __future__ import annotations
 
-from flask import current_app, jsonify, request
+from flask import current_app, jsonify
 
 from app.services import gpu_checks as checks_service
 from app.web.api import bp, openapi
-
-
-def _actor() -> str:
-    return (request.headers.get("X-Maider-Actor") or "api")[:64]
+from app.web.api.actor import api_actor
 
 
 @bp.post("/sessions/<name>/check")
 def check_session(name: str):
     """Every GPU visible, memory balanced across ranks, one completion returns (seconds)."""
-    report = checks_service.run(current_app._get_current_object(), name, "check", _actor())
+    report = checks_service.run(current_app._get_current_object(), name, "check", api_actor())
     return jsonify(report.as_dict())
 
 
 @bp.post("/sessions/<name>/validate-perf")
 def validate_session_perf(name: str):
     """Utilization under load, memory headroom, vLLM log warnings, TTFT at three prompt lengths (about a minute)."""
-    report = checks_service.run(current_app._get_current_object(), name, "validate-perf", _actor())
+    report = checks_service.run(current_app._get_current_object(), name, "validate-perf", api_actor())
     return jsonify(report.as_dict())
 
 
