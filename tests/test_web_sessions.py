@@ -233,34 +233,53 @@ def test_session_page_shows_every_section(client, ctx):
 
 
 @pytest.mark.parametrize("section", SECTIONS)
-def test_sections_are_partials_that_poll_while_live_and_stop_when_destroyed(client, ctx, section):
+def test_sections_are_partials_that_poll_nothing_themselves(client, ctx, section):
     live = make_session("starting")
     body = text(client.get(f"/sessions/{live.name}/sections/{section}", headers=HX))
     assert "<html" not in body
     assert f'id="session-{section}"' in body
-    assert "hx-trigger=\"every" in body and "session-changed from:body" in body
-    gone = make_session("destroyed")
-    body = text(client.get(f"/sessions/{gone.name}/sections/{section}", headers=HX))
-    assert f'id="session-{section}"' in body
-    assert "hx-trigger" not in body
+    assert "hx-trigger" not in body  # the page's one live channel brings them
 
 
-def test_unchanged_section_answers_204(client, ctx):
+def _live_version(client, session) -> str:
+    page = text(client.get(f"/sessions/{session.name}?uid={session.uid}"))
+    assert page.count('hx-trigger="every') == 1  # one live channel for the whole page
+    return re.search(r'data-live-version="([^"]+)"', page).group(1)
+
+
+def test_the_page_channel_sends_only_the_parts_that_changed(client, ctx):
     session = make_session("ready", engine_state={"log_tail": "line one"})
-    body = text(client.get(f"/sessions/{session.name}/sections/log", headers=HX))
-    version = re.search(r"sections/log\?v=([0-9a-f]+)", body).group(1)
-    assert client.get(f"/sessions/{session.name}/sections/log?v={version}", headers=HX).status_code == 204
+    version = _live_version(client, session)
+    url = f"/sessions/{session.name}/live"
+    assert client.get(url, query_string={"v": version, "uid": session.uid}, headers=HX).status_code == 204
     session.engine_state = {"log_tail": "line one\nline two"}
     db.session.commit()
-    changed = client.get(f"/sessions/{session.name}/sections/log?v={version}", headers=HX)
-    assert changed.status_code == 200 and "line two" in text(changed)
+    changed = client.get(url, query_string={"v": version, "uid": session.uid}, headers=HX)
+    body = text(changed)
+    assert changed.status_code == 200 and "line two" in body
+    assert 'id="session-log" aria-labelledby="log-title" hx-swap-oob="true"' in body
+    assert 'id="session-header"' not in body and 'id="session-events"' not in body
+    newer = changed.headers["X-Live-Version"]
+    assert client.get(url, query_string={"v": newer, "uid": session.uid}, headers=HX).status_code == 204
 
 
-def test_header_polls_with_cost_and_tells_the_page_when_the_state_moved(client, ctx):
+def test_the_page_channel_stops_once_the_session_has_ended(client, ctx):
+    session = make_session("ready")
+    version = _live_version(client, session)
+    session.status, session.destroyed_at = "destroyed", utcnow()
+    db.session.commit()
+    url = f"/sessions/{session.name}/live"
+    last = client.get(url, query_string={"v": version, "uid": session.uid}, headers=HX)
+    assert last.status_code == 200 and "Session over." in text(last)
+    final = {"v": last.headers["X-Live-Version"], "uid": session.uid}
+    assert client.get(url, query_string=final, headers=HX).status_code == 286  # htmx: stop polling
+
+
+def test_header_shows_cost_ticking_and_tells_the_page_when_the_state_moved(client, ctx):
     session = make_session("switching_model", stage_detail="loading the new model")
     response = client.get(f"/sessions/{session.name}/header?shown=ready.0", headers=HX)
     body = text(response)
-    assert "<html" not in body and 'hx-trigger="every 3s"' in body
+    assert "<html" not in body and 'data-tick-rate="0.52"' in body
     assert "Switching model" in body and "loading the new model" in body
     assert response.headers["HX-Trigger"] == "session-changed"
     assert re.search(rf"<title>{session.name} · Switching model · \$[0-9.]+ · maider</title>", body)

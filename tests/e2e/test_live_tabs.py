@@ -64,6 +64,12 @@ def test_a_launch_in_one_tab_shows_in_the_other_and_the_cost_ticks(panel, browse
     phone.goto("/")
     phone.click(".session-card .card-title a")
     expect(phone.locator("#session-header")).to_be_visible()
+    on_page: list[str] = []
+    phone.on("request", lambda request: on_page.append(request.url))
+    state = phone.locator("#session-header .badge").first
+    shown = state.inner_text()
+    expect(state).not_to_have_text(shown, timeout=60000)  # the launch moves on, through the page's live channel
+    assert on_page and all("/live" in url for url in on_page), on_page
     assert not _scrolls_sideways(phone), "the session page scrolls sideways at 400 px"
     _shot(phone, "live-tabs-400-session")
 

@@ -23,7 +23,8 @@ from app.web import wants_partial
 from app.web.access import actor, current_user
 from app.web.sessions import bp, views
 from app.web.sessions.forms import LaunchForm, SwitchModelForm
-from app.web.sessions.sections import SECTIONS, render_section, section_context
+from app.web.errors import HTMX_STOP_POLLING
+from app.web.sessions.sections import SECTIONS, live_parts_version, render_section, section_context
 
 
 def _home() -> Path:
@@ -162,9 +163,31 @@ def launch_card():
 def detail(name: str):
     """Show one session: state, cost, timeline, tunnels, aider, Open WebUI, model switch, logs and events."""
     session = _load(name)
+    live_v = live_parts_version(session)
     sections = {part: Markup(render_template(spec.template, **section_context(part, session)))
                 for part, spec in SECTIONS.items()}
-    return render_template("sessions/detail.html", s=views.view(session), sections=sections)
+    return render_template("sessions/detail.html", s=views.view(session), sections=sections, live_v=live_v)
+
+
+@bp.get("/sessions/<name>/live")
+def live_session(name: str):
+    """The session page's one live channel: the parts whose version moved, out of band; 204 while none did, 286
+    (htmx: stop polling) once the session has ended and the page already shows its last state."""
+    session = _load(name)
+    shown = dict(part.split(":", 1) for part in (request.args.get("v") or "").split(",") if ":" in part)
+    current = dict(part.split(":", 1) for part in live_parts_version(session).split(","))
+    changed = [part for part, version in current.items() if shown.get(part) != version]
+    if not changed:
+        return "", (204 if views.is_polling(session) else HTMX_STOP_POLLING)
+    bodies = []
+    for part in changed:
+        if part == "header":
+            bodies.append(render_template("sessions/_header.html", s=views.view(session), oob=True))
+        else:
+            bodies.append(render_template(SECTIONS[part].template, **section_context(part, session, oob=True)))
+    response = current_app.make_response("\n".join(bodies))
+    response.headers["X-Live-Version"] = ",".join(f"{part}:{version}" for part, version in current.items())
+    return response
 
 
 @bp.get("/sessions/<name>/card")

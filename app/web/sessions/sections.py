@@ -107,3 +107,21 @@ def render_section(name: str, session: Session, shown_version: str | None, **ext
     if shown_version is not None and shown_version == version and not extra:
         return "", 204
     return render_template(SECTIONS[name].template, **section_context(name, session, **extra))
+
+
+def header_version(session: Session) -> str:
+    """What the page header shows apart from the cost and runtime, which tick in the browser."""
+    s = views.view(session)
+    failsafe = (session.engine_state or {}).get("failsafe") or {}
+    return views.version_key("header", s.polling, s.billing, s.step, s.idle_minutes, session.status,
+                             session.stage_detail, session.status_message, session.status_reason,
+                             session.destroy_requested_at, session.destroyed_at, session.watchdog_warned_at,
+                             session.idle_timeout_minutes, session.tunnel_state, session.webui_port, session.model_id,
+                             session.hourly_price, failsafe.get("token_id"), failsafe.get("enabled"),
+                             failsafe.get("deadline_at"), failsafe.get("problem"))
+
+
+def live_parts_version(session: Session) -> str:
+    """``header:…,aider:…,…``: the version of every live part of the session page, for its one live channel."""
+    parts = {"header": header_version(session), **{name: section_version(name, session) for name in SECTIONS}}
+    return ",".join(f"{part}:{version}" for part, version in parts.items())
