@@ -131,7 +131,7 @@ def tab(base: str, stop: threading.Event, timings: dict[str, list[float]], lock:
                 seen[number].append((time.monotonic(), version))
 
 
-def _report(title: str, timings: dict[str, list[float]], extra: list[str]) -> float:
+def _report(title: str, timings: dict[str, list[float]], extra: list[str], page_alone: float) -> float:
     print(title)
     print(f"{'update kind':<24}{'requests':>9}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
     worst = (0.0, "")
@@ -144,18 +144,21 @@ def _report(title: str, timings: dict[str, list[float]], extra: list[str]) -> fl
         print(f"{label:<24}{len(values):>9}{p50:>9.1f}{p95:>9.1f}{values[-1]:>9.1f}")
     for line in extra:
         print(line)
-    page = statistics.median(sorted(timings["dashboard page"])) if timings.get("dashboard page") else float("nan")
     verdict = "meets" if worst[0] <= TARGET_P95_MS else "MISSES"
+    page = "meets" if page_alone <= TARGET_PAGE_MS else "MISSES"
     print(f"SUMMARY: worst update p95 {worst[0]:.1f} ms ({worst[1]}) {verdict} the {TARGET_P95_MS:.0f} ms target; "
-          f"dashboard page p50 {page:.1f} ms (target {TARGET_PAGE_MS:.0f} ms)")
+          f"dashboard page render p50 {page_alone:.1f} ms {page} the {TARGET_PAGE_MS:.0f} ms target")
     return worst[0]
 
 
 def _serve(home: str, port: int, links) -> None:
     """The panel in a child process: waitress with 8 threads over the seeded database; sends back a one-time
     sign-in link, as ``maider serve`` prints it."""
+    import logging
+
     from waitress import serve
 
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is 1" lines are the figures' job
     os.chdir(home)
     app = create_app({"MAIDER_HOME": home, "MAIDER_WORKDIR": home, "MAIDER_DEMO": True})
     with app.app_context():
@@ -171,7 +174,10 @@ def sign_in(base: str, token: str) -> httpx.Cookies:
     response = httpx.get(f"{base}/login", params={"token": token})
     if response.status_code != 303:
         raise SystemExit(f"sign-in failed: HTTP {response.status_code}")
-    return response.cookies
+    cookies = httpx.Cookies(response.cookies)
+    page = httpx.get(f"{base}/", cookies=cookies)  # the page sets the browser's CSRF token, shared by its tabs
+    cookies.update(page.cookies)
+    return cookies
 
 
 def _wait_until_up(base: str, timeout: float = 30.0) -> None:
@@ -269,7 +275,7 @@ def main() -> int:
     mode = "browser tabs, one live channel each" if args.tabs else "stress pollers, no pause"
     title = (f"{args.pollers} {mode}; {args.sessions} sessions; {args.seconds:.0f} s; panel in its own process, "
              f"waitress 8 threads; {os.cpu_count()} CPUs")
-    worst = _report(title, timings, extra)
+    worst = _report(title, timings, extra, page_alone)
     return 0 if worst <= TARGET_P95_MS else 1
 
 

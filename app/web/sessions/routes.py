@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import session as flask_session
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 from werkzeug.wrappers import Response
@@ -16,7 +17,7 @@ from werkzeug.wrappers import Response
 from app.errors import UserError
 from app.services import aider as aider_service
 from app.services import cleanup as cleanup_service
-from app.services import project_folders
+from app.services import project_folders, spending
 from app.services import sessions as sessions_service
 from app.services import tunnels as tunnels_service
 from app.web import wants_partial
@@ -85,7 +86,8 @@ def live():
                                orphans_v=views.orphans_version(overview.orphans))
 
     user = current_user()
-    key = (version, user.id if user else None, user.role if user else None, generate_csrf())
+    generate_csrf()  # the body carries a CSRF token: one per browser (its cookie), not per request
+    key = (version, user.id if user else None, user.role if user else None, flask_session.get("csrf_token"))
     response = current_app.make_response(views.rendered_once(key, render))
     response.headers["X-Live-Version"] = version
     return response
@@ -290,7 +292,9 @@ def _dashboard(form: LaunchForm, folder: str | None = None, **extra):
     return render_template("sessions/index.html", overview=overview, ended=ended, form=form,
                            **_launch_context(folder or form.workdir.data, lenient=True),
                            list_v=views.list_version(overview.sessions, ended), live_v=live_v,
-                           orphans_v=views.orphans_version(overview.orphans), **extra)
+                           orphans_v=views.orphans_version(overview.orphans),
+                           spend_days=spending.per_day(spending.billed_intervals(overview.now), overview.now, 7),
+                           **extra)
 
 
 def _chosen_folder(folder: str | None) -> str:
