@@ -35,7 +35,7 @@ def test_a_day_gets_the_part_of_each_vm_billed_inside_it(ctx):
     assert days.labels == ["Nov 29", "Nov 30", "Dec 01"]
     assert days.values == pytest.approx([0.0, 2.0, 2.0 + 2.0])  # 2 h on the 30th; 2 h + 1 h at $2 on the 1st
     models = spending.per_key(billed, "model_id")
-    assert models.labels == ["a/one", "b/two"] and models.values == pytest.approx([4.0, 2.0])
+    assert models.labels == ["one", "two"] and models.values == pytest.approx([4.0, 2.0])
 
 
 def test_the_dashboard_charts_spend_per_day_once_something_was_spent(client, ctx):
@@ -53,5 +53,5 @@ def test_history_charts_spend_per_day_model_and_plan(client, ctx):
     page = text(client.get("/history/"))
     per_day, per_model, per_plan = (_chart(page, i) for i in range(3))
     assert len(per_day["labels"]) == 30
-    assert per_model["labels"] == ["Qwen/Qwen2.5-Coder-7B-Instruct-AWQ"]
+    assert per_model["labels"] == ["Qwen2.5-Coder-7B-Instruct-AWQ"]
     assert per_plan["labels"] == ["g2-gpu-rtx4000a2-s"] and per_plan["datasets"][0]["data"] == [2.1]

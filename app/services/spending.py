@@ -69,7 +69,8 @@ def per_key(billed: list[Billed], key: str, limit: int = 8) -> Series:
     """Total spend per model or per plan (``key``), largest first; the rest summed as "other"."""
     totals: dict[str, float] = defaultdict(float)
     for item in billed:
-        totals[getattr(item, key)] += _cost(item, item.start, item.end)
+        name = getattr(item, key)
+        totals[name.split("/")[-1] if key == "model_id" else name] += _cost(item, item.start, item.end)  # short
     ranked = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
     head, rest = ranked[:limit], ranked[limit:]
     if rest:

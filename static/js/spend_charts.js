@@ -4,8 +4,10 @@
   "use strict";
   const COLOR = "#1f6feb";
 
-  function dollars(value) {
-    return "$" + Number(value).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  function dollars(value) {  // as the panel writes money: four decimals below a cent
+    const amount = Number(value);
+    if (amount > 0 && amount < 0.01) { return "$" + amount.toFixed(4); }
+    return "$" + amount.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   }
 
   function draw(canvas) {
