@@ -3,6 +3,7 @@ belongs to, the wording of fit errors and switches, and the small things on the 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,35 @@ def demo_server(tmp_path):
     from test_cli_demo_journey import demo_server as fixture
 
     yield from fixture.__wrapped__(tmp_path)
+
+
+@pytest.mark.slow
+def test_logs_and_ssh_reach_the_vm_with_the_pinned_host_key(demo_server):
+    from test_cli_demo_journey import maider
+
+    up = maider(demo_server, "up", "logged")
+    assert up.returncode == 0, up.stdout + up.stderr
+    logs = maider(demo_server, "logs", "-n", "20")
+    assert logs.returncode == 0, logs.stderr
+    assert 0 < len(logs.stdout.splitlines()) <= 20 and "Application startup complete" in logs.stdout
+    api_key = next(line.split("=", 1)[1] for line in (demo_server["project"] / ".aider-env").read_text().splitlines()
+                   if "OPENAI_API_KEY" in line).strip("'\"")
+    assert api_key not in logs.stdout
+    if shutil.which("ssh"):
+        from app.domain.vm_contract import CMD_VLLM_LOGS
+
+        ran = maider(demo_server, "ssh", "logged", CMD_VLLM_LOGS)  # OpenSSH, host key checked strictly
+        assert ran.returncode == 0, ran.stderr
+        assert "Application startup complete" in ran.stdout
+    down = maider(demo_server, "down", "logged")
+    assert down.returncode == 0
+    gone = maider(demo_server, "logs", "logged")
+    assert gone.returncode != 0 and "has no VM to reach" in gone.stderr
+
+
+def test_following_a_log_prints_each_new_line_once():
+    from app.cli.vm_access import _new_lines
+
+    assert _new_lines([], ["a", "b"]) == ["a", "b"]
+    assert _new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]  # the tail moved on
+    assert _new_lines(["a", "b"], ["a", "b"]) == []

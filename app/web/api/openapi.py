@@ -175,6 +175,7 @@ _RESPONSE_SCHEMAS: dict[str, Any] = {
         "destroyed_at": _TIME_OR_NULL, "api_port": _INT_OR_NULL, "webui_port": _INT_OR_NULL, "tunnel_state": _STR,
         "max_model_len": _INT_OR_NULL, "vllm_config": _t("object", True), "keep_on_failure": _BOOL,
         "heal_attempts": _INT, "destroy_pending": _BOOL, "vm_alive": _BOOL, "workdir": _STR_OR_NULL,
+        "ssh_host": _STR_OR_NULL, "ssh_port": _INT_OR_NULL,
         "created_by": _STR, "autostop_seconds": _INT_OR_NULL,
         "autostop_reason": _t("string", True, enum=["idle", "lifetime", "budget", None]),
         "failsafe_minutes": _INT_OR_NULL, "failsafe_deadline": _TIME_OR_NULL,

@@ -28,6 +28,7 @@ def session_json(session: Session, now: datetime | None = None) -> dict[str, Any
         "vllm_config": session.vllm_config, "keep_on_failure": session.keep_on_failure,
         "heal_attempts": session.heal_attempts, "destroy_pending": session.destroy_attempts > 0,
         "vm_alive": sessions_service.is_vm_alive(session), "workdir": session.workdir,
+        "ssh_host": session.ssh_host, "ssh_port": session.ssh_port,  # for 'maider ssh' and 'maider logs'; the key stays on disk
         "created_by": session.created_by, **_autostop(session, now or utcnow()),
     }
 
