@@ -235,3 +235,12 @@ def test_following_a_log_prints_each_new_line_once():
     assert _new_lines([], ["a", "b"]) == ["a", "b"]
     assert _new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]  # the tail moved on
     assert _new_lines(["a", "b"], ["a", "b"]) == []
+
+
+def test_a_failure_message_reads_as_a_sentence(client, ctx):
+    session = make_session("failed", status_message="the model is gated on Hugging Face: set HF_TOKEN",
+                           destroyed_at=None)
+    page = text(client.get(f"/sessions/{session.name}"))
+    assert "The model is gated on Hugging Face: set HF_TOKEN." in page
+    card = text(client.get(f"/sessions/{session.name}/card", headers=HX))
+    assert "The model is gated on Hugging Face: set HF_TOKEN." in card

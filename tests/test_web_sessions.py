@@ -104,7 +104,7 @@ def test_failed_session_with_vm_kept_keeps_ticking_its_cost(client, ctx):
     session = make_session("failed", status_message="vLLM ran out of memory", keep_on_failure=True)
     body = text(client.get(f"/sessions/{session.name}/card", headers=HX))
     assert 'data-tick-rate="0.52"' in body  # the browser moves the cost on at the VM's rate
-    assert "vLLM ran out of memory" in body
+    assert "vLLM ran out of memory." in body  # its own capitals kept
     gone = make_session("destroyed")
     assert "data-tick-rate" not in text(client.get(f"/sessions/{gone.name}/card", headers=HX))
 

@@ -45,6 +45,18 @@ def _pct(value: float | None) -> str:
     return f"{float(value) * 100:.0f}%"
 
 
+def _sentence(text: str | None) -> str:
+    """A service message shown on its own: capital first letter, full stop (``the model is gated`` reads as a
+    sentence)."""
+    text = (text or "").strip()
+    if not text:
+        return text
+    first = text.split(" ", 1)[0].rstrip(":,;")
+    if first.isalpha() and first.islower():  # "vLLM", a model id or a path keep their own case
+        text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?", ")")) else text + "."
+
+
 def _problem_points(message: str | None) -> list[str]:
     """A service message listing several problems ("cannot launch: a; b") as separate points, for reading."""
     text = (message or "").strip()
@@ -74,6 +86,7 @@ def init_app(app: Flask) -> None:
     from app.web.sessions import views
 
     app.jinja_env.filters["pct"] = _pct
+    app.jinja_env.filters["sentence"] = _sentence
     app.jinja_env.filters["folder_name"] = lambda path: "in " + (str(path).rstrip("/").rsplit("/", 1)[-1] or "/") + "/"
     app.jinja_env.filters["problem_points"] = _problem_points
     app.jinja_env.filters["session_view"] = _session_view
