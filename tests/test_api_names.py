@@ -184,7 +184,7 @@ def test_a_page_of_an_ended_session_addresses_that_session_not_the_live_one(clie
         body = client.get(f"/sessions/daily/{part}?uid={old.uid}", headers=HX).get_data(as_text=True)
         assert "org/new-model" not in body and f"uid={live.uid}" not in body
     live_page = client.get(f"/sessions/daily?uid={live.uid}").get_data(as_text=True)
-    assert f"/sessions/daily/header?shown=ready.0&amp;uid={live.uid}" in live_page
+    assert f"/sessions/daily/live?uid={live.uid}" in live_page  # the page's live channel
     assert f'hx-delete="/sessions/daily?view=header&amp;uid={live.uid}"' in live_page
     assert f"uid={old.uid}" not in live_page
 
