@@ -61,10 +61,12 @@ def ensure_venv() -> str | None:
 def tiny_model(name: str) -> Path:
     """The tiny model's folder, built once and kept under the venv folder (git-ignored)."""
     folder = MODELS / name
-    if not (folder / "config.json").exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        subprocess.run([str(VENV_PYTHON), str(MODEL_BUILDER), str(folder)], check=True, capture_output=True,
+    if not folder.exists():
+        building = MODELS / f".{name}.building"
+        shutil.rmtree(building, ignore_errors=True)
+        subprocess.run([str(VENV_PYTHON), str(MODEL_BUILDER), str(building)], check=True, capture_output=True,
                        timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        building.rename(folder)  # whole or not at all: an interrupted build is never mistaken for a model
     return folder
 
 

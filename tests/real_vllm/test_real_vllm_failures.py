@@ -20,11 +20,10 @@ MODEL = "tiny-qwen2-a"
 def _unknown_architecture() -> Path:
     """The tiny model under an architecture name vLLM has never heard of (a model newer than the image)."""
     folder = MODELS / "tiny-unknown-arch"
-    if not (folder / "config.json").exists():
-        shutil.copytree(tiny_model(MODEL), folder, dirs_exist_ok=True)
-        config = json.loads((folder / "config.json").read_text())
-        config["architectures"] = ["MaiderNovelForCausalLM"]
-        (folder / "config.json").write_text(json.dumps(config, indent=2))
+    shutil.copytree(tiny_model(MODEL), folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    config["architectures"] = ["MaiderNovelForCausalLM"]
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
 
 
