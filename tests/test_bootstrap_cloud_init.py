@@ -273,3 +273,29 @@ def test_a_silent_download_is_not_a_stall(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "printed nothing" not in result.stderr and not (tmp_path / "problem").exists()
+
+
+def test_the_prefetch_does_not_spend_docker_hubs_limit_on_retries(tmp_path: Path) -> None:
+    values = {"ENV_FILE": str(tmp_path / ".env"), "COMPOSE_PROJECT": "llm", "HF_CACHE_VOLUME": "maider-hf-cache"}
+    script = tmp_path / "prefetch.sh"
+    script.write_text(fill_template(load_templates()["prefetch.sh"], values))
+    (tmp_path / ".env").write_text("VLLM_IMAGE='vllm/vllm-openai:v0'\n"
+                                   "OPEN_WEBUI_IMAGE='ghcr.io/open-webui/open-webui:v0'\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    stand_ins = {  # Docker Hub refuses; ghcr.io answers with a passing network error first
+        "docker": f"#!/bin/sh\necho \"$*\" >> {calls}\n"
+                  "case \"$*\" in *vllm-openai*) echo 'toomanyrequests: You have reached your pull rate limit' >&2; "
+                  "exit 1;; esac\n"
+                  f"[ \"$(grep -c open-webui {calls})\" -ge 2 ] || {{ echo 'i/o timeout' >&2; exit 1; }}\nexit 0\n",
+        "sleep": "#!/bin/sh\nexit 0\n"}
+    for name, body in stand_ins.items():
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    result = subprocess.run(["bash", str(script)], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    pulls = calls.read_text().splitlines()
+    assert sum("vllm-openai" in line for line in pulls) == 1  # refused once, not three times
+    assert sum("open-webui" in line for line in pulls) == 2  # a passing failure is still retried
