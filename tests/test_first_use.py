@@ -78,7 +78,7 @@ def test_picking_a_folder_shows_its_configuration_and_refuses_a_missing_one(clie
     (other / ".env").write_text(DEMO_ENV.replace("us-ord", "jp-osa"))
     body = text(client.get("/launch", query_string={"workdir": str(other)}, headers=HX))
     assert f'data-testid="launch-folder">{other}</code>' in body and "jp-osa" in body
-    assert project_folders.remembered()[0] == str(other)
+    assert str(other) not in project_folders.remembered()  # a look is not a choice: only a launch remembers it
     missing = text(client.get("/launch", query_string={"workdir": str(tmp_path / "nope")}, headers=HX))
     assert "is not an existing directory" in missing and 'id="launch-folder-error"' in missing
 
@@ -244,3 +244,21 @@ def test_a_failure_message_reads_as_a_sentence(client, ctx):
     assert "The model is gated on Hugging Face: set HF_TOKEN." in page
     card = text(client.get(f"/sessions/{session.name}/card", headers=HX))
     assert "The model is gated on Hugging Face: set HF_TOKEN." in card
+
+
+def test_a_viewer_cannot_pick_or_probe_a_launch_folder(app, client, ctx, tmp_path):
+    """A folder names a place on the owner's disk and its .env: reading or choosing one is for those who launch."""
+    from app.services import users as users_service
+    from engine_helpers import csrf_token as token_of
+
+    secret = tmp_path / "owners-other-project"
+    secret.mkdir()
+    (secret / ".env").write_text(DEMO_ENV.replace("us-ord", "jp-osa"))
+    invite = users_service.add_user("vee", "viewer", actor="test")
+    viewer = app.test_client()
+    page = f"/invite/{invite.token}"
+    viewer.post(page, data={"password": "a long password", "confirm": "a long password",
+                            "csrf_token": token_of(viewer, page)})
+    assert viewer.get("/launch", query_string={"workdir": str(secret)}, headers=HX).status_code == 403
+    assert "jp-osa" not in text(viewer.get("/", query_string={"workdir": str(secret)}))
+    assert str(secret) not in project_folders.remembered()

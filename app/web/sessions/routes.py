@@ -21,7 +21,8 @@ from app.services import project_folders, spending
 from app.services import sessions as sessions_service
 from app.services import tunnels as tunnels_service
 from app.web import wants_partial
-from app.web.access import actor, current_user
+from app.models import Role
+from app.web.access import actor, current_user, requires
 from app.web.sessions import bp, views
 from app.web.sessions.forms import LaunchForm, SwitchModelForm
 from app.web.errors import HTMX_STOP_POLLING
@@ -68,7 +69,10 @@ def _with_trigger(body: str, event: str) -> Response:
 @bp.get("/")
 def index():
     """Show every live session with its cost, the totals, orphan VMs and the launch form."""
-    return _dashboard(LaunchForm(), folder=request.args.get("workdir"))
+    # Only someone who may launch picks a launch folder: it names a folder on the owner's disk and reads its .env.
+    user = current_user()
+    may_launch = user is not None and user.role_enum.allows(Role.OPERATOR)
+    return _dashboard(LaunchForm(), folder=request.args.get("workdir") if may_launch else None)
 
 
 @bp.get("/live")
@@ -150,11 +154,12 @@ def launch():
 
 
 @bp.get("/launch")
+@requires(Role.OPERATOR)
 def launch_card():
-    """Return the launch card for the project folder the user picked (its saved configuration)."""
+    """Return the launch card for the project folder the user picked (its saved configuration). Only a launch
+    remembers the folder: a look is not a choice."""
     try:
         context = _launch_context(request.args.get("workdir"))
-        project_folders.remember(context["launch"].workdir)  # the dashboard opens on it next time
         return render_template("sessions/_launch.html", form=LaunchForm(formdata=None), **context)
     except UserError as exc:
         return render_template("sessions/_launch.html", form=LaunchForm(formdata=None), folder_error=str(exc),
