@@ -17,6 +17,7 @@ from real_vllm_server import RealVllm, ensure_venv, free_port, settings_for, tin
 HERE = Path(__file__).resolve().parent
 SERVED_NAME = "tiny-coder"
 _timing: dict[str, float] = {}
+_servers: list[RealVllm] = []  # started by the fixture, stopped as soon as the tier's last test is done
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,7 +30,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.real_vllm)
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: item.get_closest_marker("real_vllm_last") is not None)  # stable: order kept otherwise
+    # The tier's tests stay together where they were collected (its server stops after the last of them), with the
+    # ones that change the server at the tier's end.
+    tier = [i for i, item in enumerate(items) if HERE in Path(str(item.fspath)).parents]
+    ordered = sorted((items[i] for i in tier), key=lambda item: item.get_closest_marker("real_vllm_last") is not None)
+    for position, item in zip(tier, ordered):
+        items[position] = item
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -37,9 +43,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _timing.setdefault("began", time.monotonic())
 
 
-def pytest_runtest_teardown(item: pytest.Item) -> None:
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     if item.get_closest_marker("real_vllm"):
         _timing["ended"] = time.monotonic()
+        if nextitem is None or HERE not in Path(str(nextitem.fspath)).parents:
+            # The tier's tests run together: free the server's ~1.5 GB and CPU for the rest of the suite now.
+            for server in _servers:
+                server.stop()
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -72,6 +82,7 @@ def real_vllm(tier_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
     server = RealVllm(tmp_path_factory.mktemp("real-vllm"), settings_for(tiny_model("tiny-qwen2-a"), SERVED_NAME, port),
                       port)
     server.start()
+    _servers.append(server)
     try:
         server.wait_ready()
         yield server
