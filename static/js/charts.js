@@ -37,8 +37,12 @@
       fetch(section.dataset.liveSrc, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then((response) => (response.ok ? response.json() : Promise.reject(response.status)))
         .then((body) => {
+          const window20 = body.t.length < 2 ? { min: Date.now() - 20 * 60 * 1000, max: Date.now() } : {};
           charts.forEach(([canvas, chart]) => {
             canvas.dataset.live.split(",").forEach((field, i) => { chart.data.datasets[i].data = series(body, field); });
+            // Until there are two samples, show the last 20 minutes of clock rather than an axis around 1970.
+            chart.options.scales.x.min = window20.min;
+            chart.options.scales.x.max = window20.max;
             chart.update();
             canvas.dataset.points = String(body.t.length);
           });
