@@ -168,3 +168,20 @@ def test_failsafe_off_mints_no_token_and_says_so(app, world):
     with app.app_context():
         messages = [e.message for e in db.session.get(Session, ready.id).events]
     assert any(m.startswith("failsafe off (FAILSAFE=off)") for m in messages)
+
+
+def test_a_laptop_closed_while_cloud_init_runs_still_leaves_no_vm_billing(app, world):
+    """The failsafe is armed as soon as SSH answers; while maider polls cloud-init, each poll is a heartbeat."""
+    world["behaviour"]["value"] = VmBehaviour.fast(configure_s=60, failsafe_speed=SPEED, failsafe_tick_s=0.1)
+    write_project(world["workdir"], PROJECT + "FAILSAFE_MINUTES=1\n", f"LINODE_TOKEN={world['api'].token}\n")
+    launch(app, "early", world["workdir"])
+    armed = drive(app, "early", lambda s: (s.engine_state or {}).get("failsafe", {}).get("token_id")
+                  or s.state in (SessionState.READY, SessionState.FAILED))
+    assert armed.status == "configuring"  # cloud-init is still installing drivers
+    with app.app_context():
+        kinds = [e.message for e in db.session.get(Session, armed.id).events]
+    assert "cloud-init finished" not in kinds
+    assert os.path.exists(world["vms"][-1].failsafe_path(vm_contract.FAILSAFE_CONFIG))
+    # The laptop closes here: nothing drives the engine any more.
+    wait_for(lambda: world["deleted"], timeout=4 * LIMIT_S + 5)
+    assert int(armed.instance_id) in world["deleted"]

@@ -34,6 +34,10 @@ def step_configuring(ctx: StepContext) -> None:
         return
     try:
         remote = ctx.remote()
+        # Armed as soon as SSH answers, not when cloud-init is done: a laptop closed during the first minutes of
+        # provisioning must not leave the VM billing. Each poll is a heartbeat until the monitor takes over.
+        failsafe.arm(session, ctx.runtime.provider_for(session), remote, ctx.now)
+        failsafe.beat(session, remote, ctx.now)
         result = remote.run(vm.CMD_CLOUD_INIT_STATUS, timeout=30)
         try:
             status = json.loads(result.stdout or "{}")
@@ -51,7 +55,6 @@ def step_configuring(ctx: StepContext) -> None:
             poll_later(ctx, "installing NVIDIA driver, Docker and the container toolkit")
             return
         record_event(session, "stage", "cloud-init finished")
-        failsafe.arm(session, ctx.runtime.provider_for(session), remote, ctx.now)
         if _gpu_visible(remote):
             _start_stack(ctx, remote)
             return
@@ -82,6 +85,7 @@ def step_rebooting(ctx: StepContext) -> None:
             return
         session.engine_state = {**(session.engine_state or {}), "boot_id": boot_id}
         record_event(session, "stage", "VM rebooted")
+        failsafe.beat(session, remote, ctx.now)
         if not _gpu_visible(remote):
             fail_launch(ctx, Reason.LAUNCH_FAILED,
                         "the NVIDIA driver did not load even after a reboot; set NVIDIA_DRIVER to another "
