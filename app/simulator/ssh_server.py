@@ -168,7 +168,7 @@ class SshServer:
             if self._stopped.is_set():
                 return
             self._threads.add(thread)
-        thread.start()
+            thread.start()  # under the lock: stop() must never find a thread in the set that has not started
 
     def _track(self, sock: socket.socket) -> bool:
         with self._lock:

@@ -229,8 +229,8 @@ class SimulatedVm:
     def _spawn(self, target: Callable[..., None], *args: object) -> None:
         self._threads = [t for t in self._threads if t.is_alive()]
         thread = threading.Thread(target=target, args=args, name=f"sim-vm-{target.__name__}", daemon=True)
+        thread.start()  # before it is listed: stop() joins only threads that have started
         self._threads.append(thread)
-        thread.start()
 
     def _wait(self, seconds: float, still_wanted: Callable[[], bool]) -> bool:
         """Sleep on the simulated clock; False as soon as the caller's boot/container is gone."""
