@@ -3,6 +3,7 @@ direct-tcpip channel, the demo SSH server standing in for the VM's sshd, and the
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -52,12 +53,26 @@ def test_ready_and_keyed_through_the_tunnel(real_vllm: RealVllm, api_port: int) 
     assert httpx.get(f"http://127.0.0.1:{api_port}/v1/models", timeout=30).status_code == 401
 
 
+def _settled_metrics(port: int):
+    """The counters once nothing runs and they stopped moving: an earlier test's aborted stream may still be counted
+    a moment after it closed, and must not be taken for this test's tokens."""
+    before = scrape_metrics(port, timeout=30)
+    for _ in range(40):
+        time.sleep(0.25)
+        again = scrape_metrics(port, timeout=30)
+        if again is not None and before is not None and again.requests_running == 0 \
+                and again.generation_tokens == before.generation_tokens:
+            return again
+        before = again
+    assert before is not None
+    return before
+
+
 def test_chunks_arrive_while_the_server_is_still_generating(real_vllm: RealVllm, api_port: int) -> None:
     """The first chunks reach the laptop while vLLM has made only part of the output and not finished the request:
     the tunnel passes each chunk on as it comes, it does not wait for the response to end. (The counters decide,
     not the running-requests gauge: vLLM publishes that one a step late.)"""
-    before = scrape_metrics(real_vllm.port, timeout=30)
-    assert before is not None
+    before = _settled_metrics(real_vllm.port)
     body = {"model": real_vllm.served_name, "messages": [{"role": "user", "content": "Write a long story."}],
             "max_tokens": LONG_OUTPUT, "ignore_eos": True, "stream": True}
     contents: list[str] = []
