@@ -30,7 +30,12 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})  # the on
 ENV_FILE = ".env"
 SECRETS_FILE = ".env.secrets"
 OP_TIMEOUT_S = 20
-SECRET_VARIABLES = ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+SECRET_VARIABLES = ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DIGITALOCEAN_TOKEN")
+# Settings field of each secret variable (HF_TOKEN is read as a fallback for HUGGING_FACE_HUB_TOKEN below).
+SECRET_FIELDS = {"LINODE_TOKEN": "linode_token", "HUGGING_FACE_HUB_TOKEN": "hf_token",
+                  "DIGITALOCEAN_TOKEN": "digitalocean_token"}
+# Every cloud maider can launch on; "simulated" is the demo cloud on this machine.
+PROVIDER_NAMES = ("linode", "digitalocean", "aws", "ssh", "simulated")
 
 
 class Secret:
@@ -124,10 +129,12 @@ class Settings:
     failsafe: bool = True  # the VM deletes itself when maider goes silent (FAILSAFE=off turns it off)
     failsafe_minutes: int | None = None  # None: the idle timeout, else 30
     linode_api_url: str | None = None
+    digitalocean_api_url: str | None = None  # tests point this at a fake DigitalOcean API
     vllm_image: str | None = None  # None: the pinned default in app.domain.vllm_env
     open_webui_image: str | None = None
     nvidia_driver: str | None = None
     linode_token: Secret | None = None
+    digitalocean_token: Secret | None = None  # AWS credentials come from boto3's own chain, never from here
     hf_token: Secret | None = None
     problems: tuple[ConfigProblem, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)  # variable -> where it was found
@@ -180,7 +187,8 @@ def _parse_text(raw: str) -> str | None:
 
 # variable -> (Settings field, parser). The seed's variable names are kept so existing .env files work.
 FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "MAIDER_PROVIDER": ("provider", _parse_choice("linode", "simulated")),
+    "PROVIDER": ("provider", _parse_choice(*PROVIDER_NAMES)),
+    "MAIDER_PROVIDER": ("provider", _parse_choice(*PROVIDER_NAMES)),  # wins over PROVIDER (read after it)
     "REGION": ("region", _parse_text),
     "TYPE": ("plan", _parse_text),
     "FIREWALL_ID": ("firewall_id", _parse_text),
@@ -201,6 +209,7 @@ FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FAILSAFE": ("failsafe", _parse_bool),
     "FAILSAFE_MINUTES": ("failsafe_minutes", _parse_int(1, 7 * 24 * 60)),
     "MAIDER_LINODE_API_URL": ("linode_api_url", _parse_text),
+    "MAIDER_DIGITALOCEAN_API_URL": ("digitalocean_api_url", _parse_text),
     "VLLM_IMAGE": ("vllm_image", _parse_text),
     "OPEN_WEBUI_IMAGE": ("open_webui_image", _parse_text),
     "NVIDIA_DRIVER": ("nvidia_driver", _parse_text),
@@ -266,8 +275,7 @@ def load_settings(workdir: Path | str | None = None, environ: Mapping[str, str] 
     for variable in SECRET_VARIABLES:
         raw = (merged.get(variable) or "").strip()
         if raw:
-            attr = "linode_token" if variable == "LINODE_TOKEN" else "hf_token"
-            values[attr] = Secret(raw, variable, sources[variable])
+            values[SECRET_FIELDS[variable]] = Secret(raw, variable, sources[variable])
     if "hf_token" not in values and (merged.get("HF_TOKEN") or "").strip():
         values["hf_token"] = Secret(merged["HF_TOKEN"].strip(), "HF_TOKEN", sources["HF_TOKEN"])
     if "linode_token" not in values:

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.domain.gpu_catalog import LINODE_PLANS, RTX4000_ADA, RTX_PRO_6000_BLACKWELL, gpu_for_plan
+from app.domain.gpu_catalog import LINODE_PLANS, RTX4000_ADA, RTX6000_ADA, RTX_PRO_6000_BLACKWELL, gpu_for_plan
 from app.providers.linode import LinodeProvider
 from fakes.linode_api import FakeLinodeApi
 
@@ -45,7 +45,7 @@ def test_an_unknown_plan_has_an_unknown_gpu_not_a_lookalike(api: FakeLinodeApi) 
     plans = {p.id: p for p in LinodeProvider(api.token, api.base_url, sleep=lambda _s: None).gpu_plans()}
     # "RTX PRO 6000" and "RTX 6000 Ada" are not the 24 GB Turing Quadro RTX 6000
     assert plans["g4-gpu-rtxpro6000-x8"].gpu is None and plans["g4-gpu-rtxpro6000-x8"].vram_gb_per_gpu == 0.0
-    assert plans["g9-gpu-rtx6000ada-1"].gpu is None
+    assert plans["g9-gpu-rtx6000ada-1"].gpu is RTX6000_ADA  # the 48 GB Ada card, a GPU maider knows by name
     assert gpu_for_plan("g3-gpu-rtxpro6000-blackwell-2") is RTX_PRO_6000_BLACKWELL
 
 

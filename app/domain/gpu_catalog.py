@@ -46,13 +46,19 @@ RTX4000_ADA = GpuModel("rtx4000ada", "RTX 4000 Ada", 20.0, (8, 9))
 QUADRO_RTX6000 = GpuModel("rtx6000", "Quadro RTX 6000", 24.0, (7, 5))
 # Linode's g3 plans, for accounts granted access: 96 GB GDDR7, FP8 and FP4.
 RTX_PRO_6000_BLACKWELL = GpuModel("rtxpro6000bw", "RTX PRO 6000 Blackwell", 96.0, (12, 0))
-# Not offered by Linode today but handy for other providers and the simulated cloud.
+# Other clouds' GPUs (DigitalOcean, AWS) and the simulated cloud's.
 L40S = GpuModel("l40s", "L40S", 48.0, (8, 9))
 A100_80 = GpuModel("a100-80", "A100 80GB", 80.0, (8, 0))
+A100_40 = GpuModel("a100-40", "A100 40GB", 40.0, (8, 0))
 H100_80 = GpuModel("h100-80", "H100 80GB", 80.0, (9, 0))
+H200 = GpuModel("h200", "H200", 141.0, (9, 0))
+RTX6000_ADA = GpuModel("rtx6000ada", "RTX 6000 Ada", 48.0, (8, 9))
+A10G = GpuModel("a10g", "A10G", 24.0, (8, 6))
+L4 = GpuModel("l4", "L4", 24.0, (8, 9))
+T4 = GpuModel("t4", "T4", 16.0, (7, 5))
 
 GPU_MODELS: dict[str, GpuModel] = {m.key: m for m in (RTX4000_ADA, QUADRO_RTX6000, RTX_PRO_6000_BLACKWELL, L40S,
-                                                       A100_80, H100_80)}
+                                                       A100_80, A100_40, H100_80, H200, RTX6000_ADA, A10G, L4, T4)}
 
 
 def _linode_plans() -> dict[str, tuple[GpuModel, int]]:
@@ -73,11 +79,17 @@ LINODE_PLANS: dict[str, tuple[GpuModel, int]] = _linode_plans()
 # Ordered: the first pattern that matches a plan id or label wins. Each names one GPU and nothing that looks like it.
 _PLAN_PATTERNS: tuple[tuple[re.Pattern[str], GpuModel], ...] = (
     (re.compile(r"rtx ?pro ?6000.*blackwell|rtxpro6000-blackwell", re.I), RTX_PRO_6000_BLACKWELL),
-    (re.compile(r"rtx ?4000 ?a(da)?\b|rtx4000a\d", re.I), RTX4000_ADA),
+    (re.compile(r"rtx ?4000 ?a(da)?\b|rtx4000a\d|gpu-4000adax\d", re.I), RTX4000_ADA),
+    (re.compile(r"rtx ?6000 ?ada|gpu-6000adax\d", re.I), RTX6000_ADA),
     (re.compile(r"(?<![a-z])(quadro )?rtx ?6000(?! ?ada)(?!\w)|g1-gpu-rtx6000-\d", re.I), QUADRO_RTX6000),
-    (re.compile(r"\bl40s\b", re.I), L40S),
+    (re.compile(r"\bl40s\b|gpu-l40sx\d", re.I), L40S),
+    (re.compile(r"\ba100\b.*\b40 ?gb|a100-40", re.I), A100_40),
     (re.compile(r"\ba100\b", re.I), A100_80),
-    (re.compile(r"\bh100\b", re.I), H100_80),
+    (re.compile(r"\bh100\b|gpu-h100x\d", re.I), H100_80),
+    (re.compile(r"\bh200\b|gpu-h200x\d", re.I), H200),
+    (re.compile(r"\ba10g\b", re.I), A10G),
+    (re.compile(r"\bl4\b", re.I), L4),
+    (re.compile(r"\bt4\b", re.I), T4),
 )
 
 
@@ -87,5 +99,17 @@ def gpu_for_plan(plan_id: str, label: str = "") -> GpuModel | None:
         return LINODE_PLANS[plan_id][0]
     for pattern, model in _PLAN_PATTERNS:
         if pattern.search(plan_id) or (label and pattern.search(label)):
+            return model
+    return None
+
+
+def gpu_by_name(name: str) -> GpuModel | None:
+    """A GPU a cloud names in its own API (DigitalOcean's ``gpu_info.model``, AWS's ``GpuInfo.Gpus[].Name``), or None.
+
+    Matched with the same unambiguous patterns as plan names: an unknown name stays unknown.
+    """
+    spaced = name.replace("_", " ")  # DigitalOcean writes "nvidia_rtx_4000_ada"
+    for pattern, model in _PLAN_PATTERNS:
+        if pattern.search(spaced):
             return model
     return None

@@ -18,6 +18,24 @@ def _linode(settings: Settings, home: Path) -> Provider:
     return LinodeProvider(token=settings.linode_token, base_url=settings.linode_api_url)
 
 
+def _digitalocean(settings: Settings, home: Path) -> Provider:
+    from app.providers.digitalocean import DigitalOceanProvider
+
+    return DigitalOceanProvider(token=settings.digitalocean_token, base_url=settings.digitalocean_api_url)
+
+
+def _aws(settings: Settings, home: Path) -> Provider:
+    from app.providers.aws import AwsProvider
+
+    return AwsProvider(region=settings.region)
+
+
+def _ssh(settings: Settings, home: Path) -> Provider:
+    from app.providers.ssh_host import SshHostProvider
+
+    return SshHostProvider(home)
+
+
 DEMO_SPEED_VARIABLE = "MAIDER_DEMO_SPEED"  # >1 compresses the demo's simulated timings further
 
 
@@ -41,7 +59,8 @@ def _simulated(settings: Settings, home: Path) -> Provider:
     return SimulatedProvider(home, behaviour_for=scaled)
 
 
-PROVIDERS: dict[str, ProviderFactory] = {"linode": _linode, "simulated": _simulated}
+PROVIDERS: dict[str, ProviderFactory] = {"linode": _linode, "digitalocean": _digitalocean, "aws": _aws, "ssh": _ssh,
+                                         "simulated": _simulated}
 
 
 def get_provider(name: str, settings: Settings, home: Path) -> Provider:

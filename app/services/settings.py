@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import FIELDS, SECRET_VARIABLES, Settings, load_settings
+from app.config import FIELDS, SECRET_FIELDS, SECRET_VARIABLES, Settings, load_settings
 from app.services import catalog as catalog_service
 
 
@@ -28,6 +28,7 @@ class SettingsReport:
 _PURPOSES = {
     "LINODE_TOKEN": "creates and destroys Linode GPU VMs",
     "HUGGING_FACE_HUB_TOKEN": "downloads gated models (e.g. Llama) on the VM",
+    "DIGITALOCEAN_TOKEN": "creates and destroys DigitalOcean GPU Droplets",
 }
 
 
@@ -36,7 +37,7 @@ def settings_report(workdir: str | Path) -> SettingsReport:
     settings = load_settings(workdir)
     credentials = []
     for variable in SECRET_VARIABLES:
-        secret = settings.linode_token if variable == "LINODE_TOKEN" else settings.hf_token
+        secret = getattr(settings, SECRET_FIELDS[variable])
         credentials.append(CredentialStatus(
             variable=variable, purpose=_PURPOSES[variable], found=secret is not None,
             source=secret.source if secret else None, is_reference=bool(secret and secret.is_reference),
