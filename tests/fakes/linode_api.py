@@ -252,6 +252,11 @@ class FakeLinodeApi:
             self._faults.append(Fault(method.upper(), path_regex, status, times, retry_after, after_effect, delay,
                                       body))
 
+    def clear_faults(self) -> None:
+        """Forget every scripted failure still pending."""
+        with self._lock:
+            self._faults.clear()
+
     def count(self, method: str, path: str | None = None, status: int | None = None) -> int:
         """How many recorded requests match (``path`` exact, e.g. ``/v4/linode/instances``)."""
         return len(self.matching(method, path, status))
