@@ -119,13 +119,11 @@ def benchmark_results_csv(run_id: int):
     return Response(benchmark_export.run_csv(run), mimetype="text/csv")
 
 
-openapi._PATH_PARAMS.setdefault("run_id", {"type": "integer", "minimum": 0, "maximum": MAX_RUN_ID})
-openapi._RESPONSE_SCHEMAS.setdefault("BenchmarkRun", {"type": "object"})
-openapi._RESPONSE_SCHEMAS.setdefault("BenchmarkRunList", {"type": "object"})
-openapi._RESPONSE_SCHEMAS.setdefault("BenchmarkResults", {"type": "array", "items": {"type": "object"}})
-openapi._RESPONSE_SCHEMAS.setdefault("Text", {"type": "string"})
-openapi._RESPONSE_SCHEMAS.setdefault(BENCHMARK.title, BENCHMARK.schema())
-openapi.OPERATIONS.update({
+openapi.register(path_params={"run_id": {"type": "integer", "minimum": 0, "maximum": MAX_RUN_ID}}, schemas={
+    "BenchmarkRun": {"type": "object"}, "BenchmarkRunList": {"type": "object"},
+    "BenchmarkResults": {"type": "array", "items": {"type": "object"}}, "Text": {"type": "string"},
+    BENCHMARK.title: BENCHMARK.schema(),
+}, operations={
     "api.create_benchmark": openapi.Operation(
         "Start a benchmark (JSON body: session or base_url+model+api_key; concurrency, request_rate, num_prompts, "
         "input_len, output_len, dataset, goodput, endpoint, where, warmup, seed)", (202, "BenchmarkRun"),

@@ -72,6 +72,21 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
+def register(operations: dict[str, Operation], schemas: dict[str, Any] | None = None,
+             path_params: dict[str, dict[str, Any]] | None = None) -> None:
+    """Document a feature's endpoints from its own module (users, benchmarks, checks): one call at import time.
+
+    A name registered twice with a different meaning is a programming error, so it raises instead of one module
+    silently overwriting another's schema.
+    """
+    for table, entries in ((OPERATIONS, operations), (_RESPONSE_SCHEMAS, schemas or {}),
+                           (_PATH_PARAMS, path_params or {})):
+        for name, value in entries.items():
+            if name in table and table[name] != value:
+                raise ValueError(f"OpenAPI name {name!r} is already registered with another definition")
+            table[name] = value
+
+
 def _api_rules(url_map: Map) -> list[Rule]:
     return sorted((r for r in url_map.iter_rules() if r.endpoint.startswith("api.")), key=lambda r: r.rule)
 

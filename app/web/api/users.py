@@ -105,8 +105,7 @@ _USER_OBJECT = {"type": "object", "required": ["name", "role", "state", "api_key
                                "state": {"type": "string", "enum": ["owner", "active", "invited"]},
                                "api_key_prefix": {"type": "string", "nullable": True},
                                "last_login_at": {"type": "string", "format": "date-time", "nullable": True}}}
-openapi._PATH_PARAMS.setdefault("user", USER_NAME.schema())
-openapi._RESPONSE_SCHEMAS.update({
+openapi.register(path_params={"user": USER_NAME.schema()}, schemas={
     "LoginLink": {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}},
     "UserList": {"type": "object", "required": ["users"], "properties": {"users": {"type": "array",
                                                                                     "items": _USER_OBJECT}}},
@@ -118,8 +117,7 @@ openapi._RESPONSE_SCHEMAS.update({
     "Removed": {"type": "object", "required": ["removed"], "properties": {"removed": {"type": "string"}}},
     NEW_USER.title: NEW_USER.schema(),
     ROLE_CHANGE.title: ROLE_CHANGE.schema(),
-})
-openapi.OPERATIONS.update({
+}, operations={
     "api.login_link": openapi.Operation("A new one-time sign-in link for the owner's browser", (201, "LoginLink")),
     "api.list_users": openapi.Operation("Everyone who may sign in, with role and state", (200, "UserList")),
     "api.add_user": openapi.Operation("Add a teammate; the answer carries their single-use invite link",
