@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 8.0) -> object:
 def in_state(*states: SessionState) -> Callable[[Session], bool]:
     values = {s.value for s in states}
     return lambda session: session.status in values
+
+
+def free_port() -> int:
+    """A loopback port free right now (the kernel's pick), for servers a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def write_project(workdir: Path, env: str, secrets: str = "") -> None:

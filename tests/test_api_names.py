@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +18,7 @@ from flask_migrate import upgrade
 from app import MIGRATIONS_DIR, create_app
 from app.extensions import db
 from app.models import Event, Session
-from engine_helpers import csrf_token, serve_in_thread, wait_for
+from engine_helpers import csrf_token, free_port, serve_in_thread, wait_for
 from test_web_sessions import HX, make_session
 
 TOKEN = "names-token"
@@ -46,12 +44,6 @@ def _race(url: str, token: str, bodies: list[dict]) -> list[httpx.Response]:
     return [a for a in answers if a is not None]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def demo_server(tmp_path):
     """``maider serve`` in demo mode, with its workers: launches there create (simulated) VMs."""
@@ -59,7 +51,7 @@ def demo_server(tmp_path):
     home = tmp_path / "maider-home"
     env = {k: v for k, v in os.environ.items() if k not in ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(MAIDER_HOME=str(home), MAIDER_DEMO_SPEED="8", HOME=str(tmp_path / "home"))
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(MAIDER + ["serve", "--port", str(port)], cwd=project, env=env, stdout=log,

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ import httpx
 import pytest
 
 from app.domain.vllm_env import parse_env
+from engine_helpers import free_port
 
 pytestmark = pytest.mark.slow
 MAIDER = [sys.executable, "-c", "from app.cli import main; main()"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -33,7 +27,7 @@ def demo_server(tmp_path):
     project.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(MAIDER_HOME=str(tmp_path / "maider-home"), MAIDER_DEMO_SPEED="8", HOME=str(tmp_path / "home"))
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(MAIDER + ["serve", "--port", str(port)], cwd=project, env=env, stdout=log,
@@ -128,7 +122,7 @@ def test_diagnose_reads_stdin(demo_server):
 
 
 def test_a_second_server_on_the_same_home_is_refused(demo_server):
-    second = maider(demo_server, "serve", "--port", str(_free_port()), timeout=30)
+    second = maider(demo_server, "serve", "--port", str(free_port()), timeout=30)
     assert second.returncode != 0
     assert "already running at " + demo_server["info"]["url"] in second.stderr
 
@@ -137,7 +131,7 @@ def test_cli_starts_a_server_when_none_runs_and_says_so(tmp_path):
     project = tmp_path / "p"
     project.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    env.update(MAIDER_HOME=str(tmp_path / "home-auto"), HOME=str(tmp_path / "h"), MAIDER_PORT=str(_free_port()))
+    env.update(MAIDER_HOME=str(tmp_path / "home-auto"), HOME=str(tmp_path / "h"), MAIDER_PORT=str(free_port()))
     result = subprocess.run(MAIDER + ["list"], cwd=project, env=env, capture_output=True, text=True, timeout=90)
     info = json.loads((tmp_path / "home-auto" / "server.json").read_text())
     try:

@@ -3,7 +3,6 @@ error while serving says what is known, never that sessions and VMs are unaffect
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 from app import create_app
 from app.extensions import db
+from engine_helpers import free_port
 
 MAIDER = [sys.executable, "-c", "from app.cli import main; main()"]
 PAGE = 4096
@@ -29,12 +29,6 @@ def damage(database: Path) -> None:
     database.write_bytes(bytes(data))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_serve_refuses_a_damaged_database_and_keeps_a_copy(tmp_path):
     home = tmp_path / "maider-home"
@@ -48,7 +42,7 @@ def test_serve_refuses_a_damaged_database_and_keeps_a_copy(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k not in ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(MAIDER_HOME=str(home), HOME=str(tmp_path / "home"))
-    result = subprocess.run(MAIDER + ["serve", "--demo", "--port", str(_free_port())], cwd=tmp_path / "project",
+    result = subprocess.run(MAIDER + ["serve", "--demo", "--port", str(free_port())], cwd=tmp_path / "project",
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     message = " ".join(result.stderr.split())

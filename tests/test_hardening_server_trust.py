@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from engine_helpers import free_port
 
 MAIDER = [sys.executable, "-c", "from app.cli import main; main()"]
 PLANTED = "planted-by-squatter"
@@ -189,19 +189,13 @@ def test_health_proves_the_token_without_revealing_it(app, client):
     assert refused.status_code == 400 and "nonce" in refused.get_json()["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_the_server_cleanly(world, signum):
     """A real ``maider serve`` stopped by SIGTERM/SIGHUP removes server.json and releases its lock, so the next
     start needs no clean-up."""
     home = world["home"]
-    port = _free_port()
+    port = free_port()
     log_path = world["project"].parent / "serve.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(MAIDER + ["serve", "--demo", "--port", str(port)], cwd=world["project"],

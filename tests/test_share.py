@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import ssl
 import subprocess
 import time
@@ -19,16 +18,11 @@ from app.cli import main
 from app.extensions import db
 from app.services import users as users_service
 from app.tls import fingerprint_of
+from engine_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
 PASSWORD = "a teammate's long password"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _add_teammate(data_home: Path, name: str = "ana") -> None:
@@ -75,8 +69,8 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_share_is_refused_while_nobody_but_the_owner_can_sign_in(tmp_path):
-    process, log = _serve(tmp_path, "--port", str(_free_port()), "--share", "--host", "127.0.0.1",
-                          "--share-port", str(_free_port()), "--name", "localhost")
+    process, log = _serve(tmp_path, "--port", str(free_port()), "--share", "--host", "127.0.0.1",
+                          "--share-port", str(free_port()), "--name", "localhost")
     assert process.wait(timeout=30) == 1
     assert "--share needs at least one teammate" in log.read_text()
 
@@ -96,7 +90,7 @@ def test_a_certificate_without_its_key_is_refused(tmp_path):
 @pytest.mark.slow
 def test_share_serves_https_to_a_teammate_and_refuses_other_names(tmp_path):
     _add_teammate(tmp_path / "home" / "demo")
-    port, share_port = _free_port(), _free_port()
+    port, share_port = free_port(), free_port()
     process, log = _serve(tmp_path, "--port", str(port), "--share", "--host", "127.0.0.1",
                           "--share-port", str(share_port), "--name", "localhost")
     try:
@@ -153,8 +147,8 @@ def test_a_key_that_does_not_match_its_certificate_is_named(tmp_path):
     first = self_signed(tmp_path / "a", ["one.lan"])
     second = self_signed(tmp_path / "b", ["two.lan"])
     _add_teammate(tmp_path / "home" / "demo")
-    process, log = _serve(tmp_path, "--port", str(_free_port()), "--share", "--host", "127.0.0.1", "--share-port",
-                          str(_free_port()), "--name", "localhost", "--tls-cert", str(first.cert_path),
+    process, log = _serve(tmp_path, "--port", str(free_port()), "--share", "--host", "127.0.0.1", "--share-port",
+                          str(free_port()), "--name", "localhost", "--tls-cert", str(first.cert_path),
                           "--tls-key", str(second.key_path))
     assert process.wait(timeout=30) == 1
     assert "the certificate and key do not belong together" in log.read_text()

@@ -16,17 +16,11 @@ from app.domain import vm_contract as vc
 from app.engine.tunnels import ForwardSpec, LivenessTiming, TunnelSupervisor
 from app.remote import KeyPair, RemoteHost, load_private_key, load_public_key, new_keypair
 from app.simulator.vm import SimulatedVm, VmBehaviour
-from engine_helpers import wait_for
+from engine_helpers import free_port, wait_for
 
 API_KEY = "sk-tunnel-test-77"
 ENV = f"MODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct\nSERVED_MODEL_NAME=coder\nVLLM_API_KEY={API_KEY}\n"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
