@@ -21,7 +21,8 @@ CHROMIUM = os.environ.get("MAIDER_CHROMIUM", "/usr/bin/chromium")
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's real config, tokens or data dir."""
     for variable in ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN", "MAIDER_LINODE_API_URL", "MAIDER_PORT",
-                     "REGION", "TYPE", "MODEL_ID", "MAIDER_PROVIDER"):
+                     "REGION", "TYPE", "MODEL_ID", "MAIDER_PROVIDER", "PROVIDER", "DIGITALOCEAN_TOKEN",
+                     "MAIDER_DIGITALOCEAN_API_URL"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
