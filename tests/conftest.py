@@ -22,7 +22,9 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     """No test reads the developer's real config, tokens or data dir."""
     for variable in ("LINODE_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN", "MAIDER_LINODE_API_URL", "MAIDER_PORT",
                      "REGION", "TYPE", "MODEL_ID", "MAIDER_PROVIDER", "PROVIDER", "DIGITALOCEAN_TOKEN",
-                     "MAIDER_DIGITALOCEAN_API_URL"):
+                     "MAIDER_DIGITALOCEAN_API_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                     "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL",
+                     "AWS_ENDPOINT_URL_EC2", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))

@@ -1,0 +1,591 @@
+"""AWS EC2, through ``boto3`` (see the Provider contract in ``app.providers.base``).
+
+botocore's own retries are off (one attempt per request): a RunInstances re-sent after a 5xx could start a second
+billable VM. maider retries in ``_call``, looks the label up (tags ``Name`` and ``maider``) before any retry, and sends
+the label as ``ClientToken`` so EC2 itself also answers a repeated RunInstances with the first instance.
+
+Per session maider makes three things, all named after the label and tagged ``maider``: an imported key pair, a
+security group that lets in SSH only, and the instance. ``delete`` terminates the instance and, once EC2 says
+``terminated``, deletes the other two; ``get`` reports the instance gone (``NotFound``) only after all three are.
+Credentials come from boto3's standard chain (profiles, environment, SSO), never from maider's settings.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError
+
+from app.domain.clock_offset import ClockOffset, parse_http_date
+from app.domain.cloud_init import USER_DATA_MAX_BYTES, UserDataTooLarge, encode_user_data
+from app.domain.gpu_catalog import gpu_by_name
+from app.errors import ConfigError
+from app.providers import aws_catalog as catalog
+from app.providers.aws_errors import AlreadyExists, FailsafeUnavailable, translate
+from app.providers.base import (
+    OWNER_TAG, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound, ProviderError, RateLimited,
+    Region, SessionToken, TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+UBUNTU_AMI_PARAMETER = "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
+ROOT_VOLUME_GB = 120  # model weights (up to ~50 GB), the vLLM and Open WebUI images, the NVIDIA driver
+SSH_PORT = 22
+MAX_ATTEMPTS = 5  # per call, first try included
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 20.0
+BACKOFF_JITTER = 0.25
+CLIENT_TOKEN_MAX = 64  # EC2's limit for ClientToken (ASCII)
+LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,32}$")
+_EC2_KEY_TYPES = ("ssh-ed25519 ", "ssh-rsa ")  # the only key types ImportKeyPair accepts
+
+NO_REGION_MESSAGE = ("no AWS region: set REGION in the project's .env (e.g. us-east-1), or AWS_DEFAULT_REGION, or a "
+                     "region in ~/.aws/config (`aws configure`)")
+FAILSAFE_MESSAGE = ("the on-VM failsafe is not available on AWS: AWS cannot mint a credential limited to this one "
+                    "instance, and maider will not put broader AWS credentials on the VM. maider on this laptop still "
+                    "stops the VM (idle watchdog, lifetime, budget), and a shutdown on the VM terminates it")
+
+_STATUS_MAP: dict[str, InstanceStatus] = {
+    "pending": InstanceStatus.PROVISIONING,
+    "running": InstanceStatus.RUNNING,
+    "stopping": InstanceStatus.STOPPED,
+    "stopped": InstanceStatus.STOPPED,
+    "shutting-down": InstanceStatus.DELETING,
+    "terminated": InstanceStatus.DELETING,  # until its key pair and security group are deleted too (see get)
+}
+
+
+def _client_token(label: str) -> str:
+    """The label itself when EC2 accepts it as a ClientToken (so it reads well in CloudTrail), else its digest."""
+    if len(label) <= CLIENT_TOKEN_MAX and label.isascii():
+        return label
+    return hashlib.sha256(label.encode()).hexdigest()
+
+
+def _packed_user_data(user_data: str) -> bytes:
+    """The cloud-config gzipped (cloud-init un-gzips it); boto3 base64-encodes it for RunInstances."""
+    try:
+        return base64.b64decode(encode_user_data(user_data))
+    except UserDataTooLarge:
+        size = len(gzip.compress(user_data.encode(), compresslevel=9, mtime=0))
+        raise InvalidRequest(f"the VM's cloud-init user data is {size:,} bytes even gzipped, over EC2's limit of "
+                             f"{USER_DATA_MAX_BYTES:,} bytes: shorten what goes into it (an SSH key, VLLM_EXTRA_ARGS, "
+                             "the model id)", field="user_data") from None
+
+
+def _tags(raw: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in raw.get("Tags") or () if "Key" in t}
+
+
+def _naive_utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _gpu_plan(raw_type: dict[str, Any], region: str, price: float, offered: bool) -> GpuPlan | None:
+    """A plan from one DescribeInstanceTypes entry; None for a type without NVIDIA GPUs."""
+    gpus = [g for g in (raw_type.get("GpuInfo") or {}).get("Gpus") or () if g.get("Manufacturer") == "NVIDIA"]
+    count = sum(int(g.get("Count") or 0) for g in gpus)
+    if not count:
+        return None
+    first = gpus[0]
+    memory_gb = round(int((first.get("MemoryInfo") or {}).get("SizeInMiB") or 0) / 1024)
+    name = str(first.get("Name") or "")
+    type_id = raw_type["InstanceType"]
+    return GpuPlan(
+        # the memory disambiguates AWS's one name "A100" for the 40 GB (p4d) and 80 GB (p4de) cards
+        id=type_id, label=f"{type_id} ({count}x NVIDIA {name} {memory_gb} GB)", gpus=count,
+        gpu=gpu_by_name(f"{name} {memory_gb}GB"), hourly_price=price,
+        memory_mb=int((raw_type.get("MemoryInfo") or {}).get("SizeInMiB") or 0),
+        vcpus=int((raw_type.get("VCpuInfo") or {}).get("DefaultVCpus") or 0),
+        regions=(region,) if offered else (),
+    )
+
+
+class AwsProvider:
+    """GPU VMs on EC2 in one region. Creation is idempotent by label; only EC2's "not found" (or a terminated
+    instance whose key pair and security group are gone too) is ``NotFound``."""
+
+    name = "aws"
+
+    def __init__(self, region: str | None, *, endpoint_url: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep, session: boto3.Session | None = None,
+                 ssh_port: int = SSH_PORT, max_wait_s: float = 60.0, request_timeout_s: float | None = None,
+                 price_cache: Path | None = None) -> None:
+        """``region`` None means boto3's configured default; ``endpoint_url`` points every client elsewhere (boto3
+        also reads AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_EC2 itself); ``price_cache`` keeps refreshed prices."""
+        try:
+            self._session = session or boto3.Session()
+            resolved = region or self._session.region_name
+        except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile ~/.aws/config does not have
+            raise ConfigError(f"AWS configuration unreadable: {exc}", "AWS_PROFILE") from None
+        if not resolved:
+            raise ConfigError(NO_REGION_MESSAGE, "REGION")
+        self.region: str = resolved
+        self.endpoint_url = endpoint_url
+        self.ssh_port = ssh_port  # EC2 VMs listen on 22; tests point it at a simulated VM
+        self.ssh_host_override: str | None = None  # tests: the simulated VM's address (emulated IPs are unreachable)
+        self._sleep = sleep
+        self.max_wait_s = max_wait_s
+        read_timeout = request_timeout_s or READ_TIMEOUT_S
+        self._config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, user_agent_extra="maider",
+                              connect_timeout=min(CONNECT_TIMEOUT_S, read_timeout), read_timeout=read_timeout)
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._random = random.Random()
+        self._amis: dict[str, tuple[str, str]] = {}  # region -> (AMI id, root device name)
+        self._price_cache = price_cache
+        self._prices: dict[str, dict[str, float]] = {r: dict(p) for r, p in catalog.ON_DEMAND_USD.items()}
+        self._load_price_cache()
+        self.clock = ClockOffset()
+
+    def __repr__(self) -> str:
+        return f"<AwsProvider {self.region}{' at ' + self.endpoint_url if self.endpoint_url else ''}>"
+
+    # -- catalogue -----------------------------------------------------------------------------------------------
+
+    def regions(self) -> list[Region]:
+        """The account's enabled regions; ``has_gpus`` when EC2 offers one of maider's GPU types there."""
+        raw = self._call("list regions", lambda: self._client("ec2").describe_regions()["Regions"])
+        names = [t["InstanceType"] for t in self._gpu_types(self.region)]
+        result = []
+        for entry in sorted(raw, key=lambda r: r["RegionName"]):
+            region_id = entry["RegionName"]
+            try:
+                has_gpus = bool(self._offered(region_id, names))
+            except ProviderError as exc:  # a region the account cannot use right now
+                log.info("aws: cannot read offerings in %s (%s)", region_id, exc)
+                has_gpus = False
+            label, country = catalog.REGION_NAMES.get(region_id, (region_id, ""))
+            result.append(Region(id=region_id, label=label, country=country, has_gpus=has_gpus, has_metadata=True))
+        return result
+
+    def gpu_plans(self, region: str | None = None) -> list[GpuPlan]:
+        """GPU instance types with EC2's GPU facts, priced for ``region`` (default: the provider's); when a region is
+        given, only types EC2 offers there. Without one, ``regions`` is known for the provider's region only."""
+        where = region or self.region
+        raw_types = self._gpu_types(where)
+        offered = self._offered(where, [t["InstanceType"] for t in raw_types])
+        plans = []
+        for raw_type in raw_types:
+            is_offered = raw_type["InstanceType"] in offered
+            if region is not None and not is_offered:
+                continue
+            plan = _gpu_plan(raw_type, where, self._price(where, raw_type["InstanceType"]), is_offered)
+            if plan is not None:
+                plans.append(plan)
+        return sorted(plans, key=lambda p: (p.hourly_price == 0, p.hourly_price, p.id))
+
+    def refresh_prices(self, regions: Iterable[str] | None = None,
+                       instance_types: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
+        """Read on-demand prices from the Pricing API (needs pricing:GetProducts), replace the table's figures and
+        keep them in ``price_cache`` when one was given. Returns what was read: region -> type -> USD/h."""
+        wanted_regions = list(regions or [self.region])
+        wanted_types = list(instance_types or [p.id for p in self.gpu_plans()])
+        fresh: dict[str, dict[str, float]] = {}
+        for region in wanted_regions:
+            for type_id in wanted_types:
+                items = self._call(f"read the price of {type_id} in {region}", lambda r=region, t=type_id: [
+                    item for page in self._client("pricing", catalog.PRICING_REGION).get_paginator("get_products")
+                    .paginate(ServiceCode="AmazonEC2", Filters=catalog.pricing_filters(r, t))
+                    for item in page.get("PriceList", ())])
+                prices = [p for p in map(catalog.on_demand_usd, items) if p is not None]
+                if prices:
+                    fresh.setdefault(region, {})[type_id] = min(prices)
+        with self._lock:
+            for region, prices in fresh.items():
+                self._prices.setdefault(region, {}).update(prices)
+        self._save_price_cache()
+        log.info("aws: refreshed %d prices in %s", sum(map(len, fresh.values())), ", ".join(wanted_regions))
+        return fresh
+
+    # -- instances -----------------------------------------------------------------------------------------------
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        """Start the VM, or return the one that already carries ``spec.label`` (never two for one label).
+
+        Nothing is made before the request is known to be valid; when the create fails and no instance exists,
+        the key pair and security group made for it are deleted again.
+        """
+        if spec.region != self.region:
+            raise InvalidRequest(f"this AWS provider works in {self.region}, not {spec.region}: set REGION to the "
+                                 "region to launch in", field="region")
+        existing = self._find_by_label(spec.label)
+        if existing is not None:
+            log.info("aws: instance %s already exists for label %s; not creating another",
+                     existing["InstanceId"], spec.label)
+            return self._to_instance(existing)
+        user_data = _packed_user_data(spec.user_data)
+        extra_groups = self._extra_groups(spec)
+        image_id, root_device = self._image(spec)
+        try:
+            key_name = self._ensure_key_pair(spec)
+            group_id = self._ensure_security_group(spec.label)
+            arguments = self._run_arguments(spec, image_id, root_device, key_name, [group_id, *extra_groups],
+                                            user_data)
+            log.info("aws: creating %s (%s in %s)", spec.label, spec.plan, spec.region)
+            raw = self._call(f"create instance {spec.label}",
+                             lambda: self._client("ec2").run_instances(**arguments)["Instances"][0],
+                             recover=lambda: self._find_by_label(spec.label), region=spec.region, plan=spec.plan)
+        except ProviderError:
+            self._clean_up_failed_create(spec.label)
+            raise
+        log.info("aws: instance %s is %s", raw["InstanceId"], spec.label)
+        return self._to_instance(raw)
+
+    def get(self, instance_id: str) -> Instance:
+        """The instance as EC2 sees it now. A terminated one is gone once its key pair and security group are."""
+        raw = self._describe_one(instance_id)
+        if raw["State"]["Name"] == "terminated":
+            label = _tags(raw).get("Name")
+            if not label or not self._session_resources(label):
+                raise NotFound(f"AWS reports instance {instance_id} terminated, and nothing of its session is left")
+        return self._to_instance(raw)
+
+    def delete(self, instance_id: str) -> None:
+        """Terminate the instance; once it is terminated, delete its key pair and security group. Gone counts as
+        done. Call again (then ``get``) until ``get`` says ``NotFound``: AWS detaches the network interface a
+        little after termination, and the security group can only go after that."""
+        try:
+            raw = self._describe_one(instance_id)
+        except NotFound:
+            log.info("aws: instance %s was already gone", instance_id)
+            return
+        state = raw["State"]["Name"]
+        if state not in ("terminated", "shutting-down"):
+            try:
+                self._call(f"delete instance {instance_id}",
+                           lambda: self._client("ec2").terminate_instances(InstanceIds=[instance_id]),
+                           thing="instance")
+            except NotFound:
+                log.info("aws: instance %s was already gone", instance_id)
+                return
+            log.info("aws: terminating instance %s", instance_id)
+            state = self._describe_one(instance_id)["State"]["Name"]
+        tags = _tags(raw)
+        if state == "terminated" and OWNER_TAG in tags and tags.get("Name"):
+            self._delete_session_resources(tags["Name"])
+
+    def list_owned(self) -> list[Instance]:
+        """Every instance tagged ``maider`` that is not terminated, across all pages."""
+        raws = self._call("list maider instances", lambda: self._describe(
+            [{"Name": "tag-key", "Values": [OWNER_TAG]}, {"Name": "instance-state-name", "Values": LIVE_STATES}]))
+        return [self._to_instance(r) for r in raws if OWNER_TAG in _tags(r)]
+
+    def mint_session_token(self, label: str, expires_at: datetime) -> SessionToken:
+        """Refused: see ``FAILSAFE_MESSAGE`` (the engine records it and carries on without the failsafe)."""
+        raise FailsafeUnavailable(FAILSAFE_MESSAGE)
+
+    def revoke_session_token(self, token_id: str) -> None:
+        """Nothing to revoke: no token is ever minted on AWS."""
+
+    def deleted_at(self, instance_id: str) -> datetime | None:
+        """EC2 keeps no deletion time maider can read (CloudTrail would need another permission)."""
+        return None
+
+    # -- per-session resources -----------------------------------------------------------------------------------
+
+    def _ensure_key_pair(self, spec: InstanceSpec) -> str:
+        """Import the session's public key as a key pair named after the label (an earlier attempt's is reused)."""
+        key = spec.authorized_keys[0]
+        try:
+            self._call(f"import key pair {spec.label}", lambda: self._client("ec2").import_key_pair(
+                KeyName=spec.label, PublicKeyMaterial=key.encode(),
+                TagSpecifications=[{"ResourceType": "key-pair", "Tags": self._owner_tags(spec.label)}]))
+        except AlreadyExists:
+            log.info("aws: key pair %s exists already (an earlier attempt); using it", spec.label)
+        return spec.label
+
+    def _ensure_security_group(self, label: str) -> str:
+        """A security group named after the label that lets in TCP 22 only.
+
+        22 open to any address is acceptable: SSH takes keys only and maider pins the VM's host key it generated,
+        and vLLM and Open WebUI listen on the VM's localhost only (reached through the SSH tunnel), never here.
+        """
+        group = self._find_group(label)
+        if group is None:
+            try:
+                self._call(f"create security group {label}", lambda: self._client("ec2").create_security_group(
+                    GroupName=label, Description=f"maider session {label}: SSH only",
+                    TagSpecifications=[{"ResourceType": "security-group", "Tags": self._owner_tags(label)}]))
+            except AlreadyExists:
+                pass
+            group = self._find_group(label)
+            if group is None:
+                raise TransientError(f"AWS did not show the security group {label} it just created; try again")
+        ssh_open = any(p.get("IpProtocol") == "tcp" and p.get("FromPort") == SSH_PORT
+                       for p in group.get("IpPermissions") or ())
+        if not ssh_open:
+            try:
+                self._call(f"open SSH in security group {label}",
+                           lambda: self._client("ec2").authorize_security_group_ingress(
+                               GroupId=group["GroupId"], IpPermissions=[{
+                                   "IpProtocol": "tcp", "FromPort": SSH_PORT, "ToPort": SSH_PORT,
+                                   "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "SSH (keys only)"}],
+                                   "Ipv6Ranges": [{"CidrIpv6": "::/0", "Description": "SSH (keys only)"}]}]))
+            except AlreadyExists:
+                pass
+        return str(group["GroupId"])
+
+    def _find_group(self, label: str) -> dict[str, Any] | None:
+        groups = self._call(f"look up security group {label}", lambda: self._client("ec2").describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [label]}, {"Name": "tag-key", "Values": [OWNER_TAG]}],
+        )["SecurityGroups"])
+        return next((g for g in groups if g.get("GroupName") == label), None)
+
+    def _find_key_pair(self, label: str) -> dict[str, Any] | None:
+        keys = self._call(f"look up key pair {label}", lambda: self._client("ec2").describe_key_pairs(
+            Filters=[{"Name": "key-name", "Values": [label]}, {"Name": "tag-key", "Values": [OWNER_TAG]}],
+        )["KeyPairs"])
+        return next((k for k in keys if k.get("KeyName") == label), None)
+
+    def _session_resources(self, label: str) -> list[str]:
+        """What of the session is still on the account besides the instance."""
+        left = [f"key pair {label}"] if self._find_key_pair(label) else []
+        return left + ([f"security group {label}"] if self._find_group(label) else [])
+
+    def _delete_session_resources(self, label: str) -> None:
+        """Delete the session's security group and key pair; a group still in use is left for the next call."""
+        group = self._find_group(label)
+        if group is not None:
+            try:
+                self._call(f"delete security group {label}", lambda: self._client("ec2").delete_security_group(
+                    GroupId=group["GroupId"]), thing="security group", attempts=1)
+                log.info("aws: deleted security group %s", label)
+            except NotFound:
+                pass
+            except TransientError as exc:  # DependencyViolation: the network interface is still detaching
+                log.info("aws: security group %s not deleted yet (%s); next time", label, exc)
+        if self._find_key_pair(label) is not None:
+            try:
+                self._call(f"delete key pair {label}",
+                           lambda: self._client("ec2").delete_key_pair(KeyName=label), thing="key pair")
+                log.info("aws: deleted key pair %s", label)
+            except NotFound:
+                pass
+
+    def _clean_up_failed_create(self, label: str) -> None:
+        """After a failed create: no instance, so nothing may stay behind (best effort; a failure is only logged)."""
+        try:
+            if self._find_by_label(label) is None:
+                self._delete_session_resources(label)
+        except ProviderError as exc:
+            log.warning("aws: could not clean up after the failed create of %s (%s); maider retries at the next "
+                        "create or delete", label, exc)
+
+    # -- requests ------------------------------------------------------------------------------------------------
+
+    def _run_arguments(self, spec: InstanceSpec, image_id: str, root_device: str, key_name: str,
+                       group_ids: list[str], user_data: bytes) -> dict[str, Any]:
+        tags = [{"Key": "Name", "Value": spec.label}] + [{"Key": t, "Value": ""}
+                                                         for t in dict.fromkeys((*spec.tags, OWNER_TAG))]
+        return {
+            "ImageId": image_id, "InstanceType": spec.plan, "MinCount": 1, "MaxCount": 1,
+            "ClientToken": _client_token(spec.label), "KeyName": key_name, "SecurityGroupIds": group_ids,
+            "UserData": user_data,
+            "InstanceInitiatedShutdownBehavior": "terminate",  # a poweroff on the VM ends the billing
+            "BlockDeviceMappings": [{"DeviceName": root_device, "Ebs": {
+                "VolumeSize": ROOT_VOLUME_GB, "VolumeType": "gp3", "DeleteOnTermination": True}}],
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
+                                  {"ResourceType": "volume", "Tags": tags}],
+        }
+
+    def _extra_groups(self, spec: InstanceSpec) -> list[str]:
+        """FIREWALL_ID on AWS: one more security group of the user's (``sg-...``) for the instance."""
+        if not spec.authorized_keys:
+            raise InvalidRequest("an SSH public key for the VM is needed", field="authorized_keys")
+        if not spec.authorized_keys[0].startswith(_EC2_KEY_TYPES):
+            raise InvalidRequest("EC2 imports only Ed25519 or RSA keys in OpenSSH format", field="authorized_keys")
+        if not spec.firewall_id:
+            return []
+        if not re.fullmatch(r"sg-[0-9a-f]{8,17}", spec.firewall_id):
+            raise InvalidRequest(f"FIREWALL_ID '{spec.firewall_id}' is not an EC2 security group id (sg-...)",
+                                 field="firewall_id")
+        return [spec.firewall_id]
+
+    def _image(self, spec: InstanceSpec) -> tuple[str, str]:
+        """The AMI (Canonical's current Ubuntu 24.04, from its public SSM parameter) and its root device name."""
+        if spec.image is None and spec.region in self._amis:
+            return self._amis[spec.region]
+        image_id = spec.image
+        if image_id is None:
+            try:
+                image_id = self._call("look up the Ubuntu 24.04 image", lambda: self._client("ssm").get_parameter(
+                    Name=UBUNTU_AMI_PARAMETER)["Parameter"]["Value"], thing="parameter")
+            except NotFound:
+                raise InvalidRequest(f"AWS has no Ubuntu 24.04 image parameter in {spec.region} "
+                                     f"({UBUNTU_AMI_PARAMETER}); pick another region", field="image") from None
+        images = self._call(f"read image {image_id}",
+                            lambda: self._client("ec2").describe_images(ImageIds=[image_id])["Images"])
+        if not images:
+            raise InvalidRequest(f"AWS has no image {image_id} in {spec.region}", field="image")
+        found = (str(image_id), str(images[0].get("RootDeviceName") or "/dev/sda1"))
+        if spec.image is None:
+            self._amis[spec.region] = found
+        return found
+
+    def _gpu_types(self, region: str) -> list[dict[str, Any]]:
+        """DescribeInstanceTypes for maider's GPU families on x86_64, all pages."""
+        filters = [{"Name": "instance-type", "Values": list(catalog.GPU_TYPE_PATTERNS)},
+                   {"Name": "processor-info.supported-architecture", "Values": ["x86_64"]}]
+        return self._call("list GPU instance types", lambda: [
+            t for page in self._client("ec2", region).get_paginator("describe_instance_types").paginate(
+                Filters=filters) for t in page["InstanceTypes"] if t.get("GpuInfo")])
+
+    def _offered(self, region: str, type_ids: list[str]) -> set[str]:
+        """The types among ``type_ids`` that EC2 offers in ``region`` (LocationType region)."""
+        if not type_ids:
+            return set()
+        return set(self._call(f"list instance type offerings in {region}", lambda: [
+            o["InstanceType"] for page in self._client("ec2", region).get_paginator(
+                "describe_instance_type_offerings").paginate(
+                LocationType="region", Filters=[{"Name": "instance-type", "Values": type_ids}])
+            for o in page["InstanceTypeOfferings"]]))
+
+    def _find_by_label(self, label: str) -> dict[str, Any] | None:
+        raws = self._call(f"look up instance {label}", lambda: self._describe(
+            [{"Name": "tag:Name", "Values": [label]}, {"Name": "tag-key", "Values": [OWNER_TAG]},
+             {"Name": "instance-state-name", "Values": LIVE_STATES}]))
+        raws = [r for r in raws if _tags(r).get("Name") == label]
+        return min(raws, key=lambda r: r.get("LaunchTime") or datetime.max.replace(tzinfo=timezone.utc)) \
+            if raws else None
+
+    def _describe_one(self, instance_id: str) -> dict[str, Any]:
+        if not _INSTANCE_ID.match(instance_id or ""):
+            raise InvalidRequest(f"'{instance_id}' is not an EC2 instance id (i-...)", field="instance_id")
+        raws = self._call(f"get instance {instance_id}", lambda: self._describe(ids=[instance_id]), thing="instance")
+        if not raws:
+            raise NotFound(f"AWS has no instance {instance_id}")
+        return raws[0]
+
+    def _describe(self, filters: list[dict[str, Any]] | None = None,
+                  ids: list[str] | None = None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"Filters": filters} if filters else {"InstanceIds": ids or []}
+        pages = self._client("ec2").get_paginator("describe_instances").paginate(**kwargs)
+        return [i for page in pages for reservation in page["Reservations"] for i in reservation["Instances"]]
+
+    def _to_instance(self, raw: dict[str, Any]) -> Instance:
+        tags = _tags(raw)
+        state = (raw.get("State") or {}).get("Name") or ""
+        address = raw.get("PublicIpAddress")
+        return Instance(
+            id=raw["InstanceId"], label=tags.get("Name", ""), status=_STATUS_MAP.get(state, InstanceStatus.OTHER),
+            region=self.region, plan=raw.get("InstanceType") or "",
+            ssh_host=(self.ssh_host_override or address) if state not in ("terminated", "shutting-down") else address,
+            ssh_port=self.ssh_port, created_at=self.clock.to_local(_naive_utc(raw.get("LaunchTime"))),
+            hourly_price=self._price(self.region, raw.get("InstanceType") or ""),
+            tags=tuple(k for k in tags if k != "Name"),
+        )
+
+    @staticmethod
+    def _owner_tags(label: str) -> list[dict[str, str]]:
+        return [{"Key": "Name", "Value": label}, {"Key": OWNER_TAG, "Value": ""}]
+
+    # -- plumbing ------------------------------------------------------------------------------------------------
+
+    def _client(self, service: str, region: str | None = None) -> Any:
+        """One client per (service, region), built at first use (boto3 sessions are not thread-safe, clients are)."""
+        key = (service, region or self.region)
+        with self._lock:
+            if key not in self._clients:
+                kwargs: dict[str, Any] = {"region_name": key[1], "config": self._config}
+                if self.endpoint_url:
+                    kwargs["endpoint_url"] = self.endpoint_url
+                client = self._session.client(service, **kwargs)
+                client.meta.events.register("after-call", self._note_date)
+                self._clients[key] = client
+            return self._clients[key]
+
+    def _note_date(self, http_response: Any = None, **_kwargs: Any) -> None:
+        """Every answer's ``Date`` feeds the clock-offset estimate (app.domain.clock_offset)."""
+        provider_time = parse_http_date(getattr(http_response, "headers", {}).get("Date"))
+        if provider_time is not None:
+            self.clock.observe(provider_time, datetime.now(timezone.utc).replace(tzinfo=None))
+
+    def _call(self, what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
+              region: str | None = None, plan: str | None = None, thing: str = "object",
+              attempts: int = MAX_ATTEMPTS) -> T:
+        """Run one API operation with maider's retries; every failure leaves as a typed ``ProviderError``.
+
+        ``recover`` runs after an ambiguous failure (timeout, throttling, 5xx) before any retry: when it finds the
+        effect already happened (the instance exists), its result is returned instead of sending the request again.
+        """
+        waited = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - every exit goes through translate
+                error = translate(exc, what, region=region or self.region, plan=plan, thing=thing)
+                cause = exc
+            if recover is not None and error.retryable:
+                found = recover()
+                if found is not None:
+                    log.warning("aws: %s answered %s, but it had taken effect; using the result", what, error)
+                    return found
+            delay = self._delay(attempt)
+            if not error.retryable or attempt >= attempts or waited + delay > self.max_wait_s:
+                if error.retryable and attempts > 1:
+                    raise self._exhausted(error, attempt, waited) from cause
+                if error is cause:
+                    raise error
+                raise error from cause
+            log.info("aws: %s failed (%s); retry %d of %d in %.1fs", what, error, attempt, attempts - 1, delay)
+            self._sleep(delay)
+            waited += delay
+
+    def _delay(self, attempt: int) -> float:
+        base = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
+        return base + self._random.uniform(0, base * BACKOFF_JITTER)
+
+    @staticmethod
+    def _exhausted(error: ProviderError, attempts: int, waited: float) -> ProviderError:
+        tried = f"after {attempts} attempt{'s' if attempts > 1 else ''} over {waited:.0f}s"
+        if isinstance(error, RateLimited):
+            return RateLimited(f"{error} ({tried}); wait a minute and try again", retry_after=error.retry_after)
+        return TransientError(f"{error} ({tried})")
+
+    def _price(self, region: str, type_id: str) -> float:
+        with self._lock:
+            return self._prices.get(region, {}).get(type_id, 0.0)
+
+    def _load_price_cache(self) -> None:
+        if self._price_cache is None or not self._price_cache.is_file():
+            return
+        try:
+            cached = json.loads(self._price_cache.read_text())
+            for region, prices in (cached.get("prices") or {}).items():
+                self._prices.setdefault(region, {}).update({t: float(p) for t, p in prices.items()})
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            log.warning("aws: ignoring the unreadable price cache %s (%s)", self._price_cache, exc)
+
+    def _save_price_cache(self) -> None:
+        if self._price_cache is None:
+            return
+        with self._lock:
+            payload = {"fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "prices": self._prices}
+            text = json.dumps(payload, indent=1, sort_keys=True)
+        self._price_cache.parent.mkdir(parents=True, exist_ok=True)
+        self._price_cache.write_text(text)
