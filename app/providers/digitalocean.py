@@ -118,7 +118,7 @@ def key_fingerprint(public_key: str) -> str:
         blob = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("an SSH public key for the VM is not valid base64", field="authorized_keys") from None
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - DigitalOcean's fingerprint format, not a security use
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()  # DigitalOcean's fingerprint format
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
@@ -420,7 +420,7 @@ class DigitalOceanProvider:
                                  creating=creating, retry_after=_retry_after_seconds(exc))
         if isinstance(exc, AzureError):  # connect failures, read timeouts, a connection cut mid-answer
             return TransientError(f"could not reach the DigitalOcean API for {what} ({type(exc).__name__}; "
-                                  f"each request waits at most {self._read_timeout:.0f}s)")
+                                  f"each request waits at most {self._read_timeout:g}s)")
         if isinstance(exc, ValueError):  # an answer that is not JSON
             return TransientError(f"unexpected answer from the DigitalOcean API to {what}")
         raise exc

@@ -71,7 +71,7 @@ SEED_SIZES: tuple[tuple[str, str, float, float, int, int, int, list[str], dict[s
 def fingerprint(public_key: str) -> str:
     """DigitalOcean's key fingerprint: MD5 of the key blob, as colon-separated hex."""
     blob = base64.b64decode(public_key.split()[1])
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - DigitalOcean's fingerprint format, not a security use
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()  # DigitalOcean's fingerprint format
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 

@@ -68,9 +68,9 @@ class DigitalOceanWorld:
         self.api.on_create = on_create
 
     def project_env(self) -> tuple[str, str]:
-        return ("PROVIDER=digitalocean\nREGION=tor1\nTYPE=gpu-4000adax1-20gb\n"
-                "MODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct-AWQ\nVLLM_MAX_MODEL_LEN=8192\n",
-                f"DIGITALOCEAN_TOKEN={TOKEN}\nMAIDER_DIGITALOCEAN_API_URL={self.api.base_url}\n")
+        env = ("PROVIDER=digitalocean\nREGION=tor1\nTYPE=gpu-4000adax1-20gb\n"
+               "MODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct-AWQ\nVLLM_MAX_MODEL_LEN=8192\n")
+        return env, f"DIGITALOCEAN_TOKEN={TOKEN}\nMAIDER_DIGITALOCEAN_API_URL={self.api.base_url}\n"
 
 
 @contextmanager
