@@ -5,6 +5,7 @@ ways: sizes with ``gpu_info``, keys registered by fingerprint, its 422 wordings,
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -321,3 +322,13 @@ def test_the_failsafe_gets_no_token_and_is_told_why(provider: DigitalOceanProvid
     assert "one Droplet" in str(raised.value)
     provider.revoke_session_token("anything")  # nothing to revoke: no error
     assert provider.deleted_at("123") is None
+
+
+def test_the_token_never_reaches_the_log_and_the_sdk_does_not_flood_it(api: FakeDigitalOceanApi,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    provider = DigitalOceanProvider(Secret(api.token, "DIGITALOCEAN_TOKEN", "test"), api.base_url)
+    with caplog.at_level(logging.DEBUG):
+        provider.delete(provider.create(_spec()).id)
+    assert api.token not in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("azure") and r.levelno < logging.WARNING]
+    assert "creating maider-3f2a" in caplog.text  # maider's own lines stay

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import AzureError, HttpResponseError
-from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.policies import HttpLoggingPolicy, RetryPolicy
 
 from app.config import Secret
 from app.domain.clock_offset import ClockOffset, parse_http_date
@@ -37,6 +37,10 @@ from app.providers.base import (
 )
 
 log = logging.getLogger(__name__)
+# azure-core logs every request and answer at INFO (headers redacted, still one screen per call): kept out of maider's
+# log unless someone lowers this logger's level to look.
+_HTTP_TRACE = logging.getLogger(f"{__name__}.http")
+_HTTP_TRACE.setLevel(logging.WARNING)
 
 T = TypeVar("T")
 
@@ -339,7 +343,8 @@ class DigitalOceanProvider:
 
                 self._sdk = Client(token=token, endpoint=endpoint, retry_policy=RetryPolicy.no_retries(),
                                    connection_timeout=self._connect_timeout, read_timeout=self._read_timeout,
-                                   user_agent="maider", raw_response_hook=self._note_date)
+                                   user_agent="maider", raw_response_hook=self._note_date,
+                                   http_logging_policy=HttpLoggingPolicy(logger=_HTTP_TRACE))
                 self._revealed = token
             return self._sdk
 
