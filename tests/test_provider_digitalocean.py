@@ -332,3 +332,17 @@ def test_the_token_never_reaches_the_log_and_the_sdk_does_not_flood_it(api: Fake
     assert api.token not in caplog.text
     assert not [r for r in caplog.records if r.name.startswith("azure") and r.levelno < logging.WARNING]
     assert "creating maider-3f2a" in caplog.text  # maider's own lines stay
+
+
+def test_the_registry_builds_it_from_the_projects_secrets(api: FakeDigitalOceanApi, tmp_path) -> None:
+    from app.config import load_settings
+    from app.providers import get_provider
+
+    workdir = tmp_path / "do-project"
+    workdir.mkdir()
+    (workdir / ".env").write_text("PROVIDER=digitalocean\nREGION=tor1\nTYPE=gpu-4000adax1-20gb\n")
+    (workdir / ".env.secrets").write_text(f"DIGITALOCEAN_TOKEN={api.token}\n"
+                                          f"MAIDER_DIGITALOCEAN_API_URL={api.base_url}/v2\n")
+    provider = get_provider("digitalocean", load_settings(workdir, environ={}), tmp_path)
+    assert isinstance(provider, DigitalOceanProvider) and api.token not in repr(provider)
+    assert "gpu-4000adax1-20gb" in {p.id for p in provider.gpu_plans("tor1")}  # "/v2" on the URL is tolerated
