@@ -302,8 +302,10 @@ class DigitalOceanProvider:
             except NotFound:
                 log.info("digitalocean: Droplet %s was already gone", instance_id)
         label = label or self._labels.get(instance_id)
-        for stale in sorted(self._stale_keys | ({label} if label else set())):
+        for stale in sorted(self._stale_keys - ({label} if label else set())):
             self._remove_keys_quietly(stale)
+        if label:
+            self._remove_own_key(label)
 
     def list_owned(self) -> list[Instance]:
         """Every Droplet tagged ``maider``: the GPU list (DigitalOcean lists GPU Droplets only when asked) and the
@@ -570,6 +572,17 @@ class DigitalOceanProvider:
                 pass
             removed += 1
         return removed
+
+    def _remove_own_key(self, label: str) -> None:
+        """Remove this Droplet's key or fail the delete as transient: the engine then retries the delete (the
+        Droplet is already gone, so only the key is tried again) before it calls the session destroyed."""
+        try:
+            self._remove_keys(label)
+        except ProviderError as exc:
+            self._stale_keys.add(label)
+            raise TransientError(f"the Droplet is deleted but its SSH key {label} is not yet ({exc}); "
+                                 "maider tries again") from exc
+        self._stale_keys.discard(label)
 
     def _remove_keys_quietly(self, label: str) -> None:
         """Key removal never fails a delete: the Droplet (what bills) is gone; a failed removal is retried later."""
