@@ -81,7 +81,7 @@ def _from_client_error(exc: ClientError, what: str, *, region: str | None, plan:
                        thing: str) -> ProviderError:
     error = exc.response.get("Error") or {}
     code = str(error.get("Code") or "")
-    reason = str(error.get("Message") or code or "no reason given")
+    reason = " ".join(str(error.get("Message") or code or "no reason given").split())[:300]  # an HTML page, too
     status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
     where = f"{plan or 'this instance type'} in {region or 'this region'}"
     if code == "UnauthorizedOperation" or (code in ("AccessDenied", "AccessDeniedException") and status == 403):

@@ -65,6 +65,7 @@ class FaultLayer:
         self.app = app
         self.faults: list[_Fault] = []
         self.seen: list[str] = []  # EC2 actions the provider sent (the observer's are not recorded)
+        self.run_requests: list[dict[str, list[str]]] = []  # the provider's RunInstances parameters, as sent
         self.on_run_instances: Callable[[str], None] | None = None
         self._lock = threading.Lock()
 
@@ -87,6 +88,8 @@ class FaultLayer:
         action = (form.get("Action") or [""])[0]
         with self._lock:
             self.seen.append(action)
+            if action == "RunInstances":
+                self.run_requests.append(form)
             fault = self._take(action)
         if fault is not None and not fault.after_effect:
             return self._error(fault.answer, start_response)
@@ -214,8 +217,12 @@ class AwsWorld:
 def world(tmp_path: Path) -> Iterator[AwsWorld]:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
+    class QuietHandler(MotoRequestHandler):
+        def log_request(self, *_args: Any, **_kwargs: Any) -> None:
+            """One line per request would bury a failing test's output."""
+
     layer = FaultLayer(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, layer, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server("127.0.0.1", 0, layer, threaded=True, request_handler=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
     thread.start()
     endpoint = f"http://127.0.0.1:{server.server_port}"
