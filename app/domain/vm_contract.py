@@ -34,8 +34,11 @@ ENV_KEYS = (
 
 # Commands maider sends over SSH (exec requests). Exit status and output as a real Ubuntu 24.04 VM gives them.
 CMD_BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
-CMD_CLOUD_INIT_STATUS = "cloud-init status --format json"  # {"status": "running"|"done"|"error", "errors": [...]}
-CMD_CLOUD_INIT_LOG_TAIL = "tail -n 80 /var/log/cloud-init-output.log"
+# {"status": "running"|"done"|"error", "errors": [...]}. A machine the user runs has no cloud-init for maider: its
+# provisioning runner (cloud_init/apply-cloud-config.py) writes the same JSON to a file no cloud VM has.
+CMD_CLOUD_INIT_STATUS = "cat /var/lib/maider/bootstrap-status.json 2>/dev/null || cloud-init status --format json"
+CMD_CLOUD_INIT_LOG_TAIL = ("tail -n 80 /var/log/maider-bootstrap.log 2>/dev/null || "
+                           "tail -n 80 /var/log/cloud-init-output.log")
 # Exit 0 and one CSV line per GPU when the driver is loaded; non-zero ("couldn't communicate with the NVIDIA driver")
 # when it is not -- that, after cloud-init is done, is the one reason maider reboots.
 CMD_GPU_QUERY = ("nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu,temperature.gpu "

@@ -58,6 +58,11 @@ def step_configuring(ctx: StepContext) -> None:
         if _gpu_visible(remote):
             _start_stack(ctx, remote)
             return
+        if not getattr(ctx.runtime.provider_for(session), "reboots_allowed", True):
+            fail_launch(ctx, Reason.LAUNCH_FAILED,
+                        "the host's NVIDIA driver is not working (nvidia-smi failed), and maider does not reboot "
+                        "machines it did not create: fix the driver until nvidia-smi works, then launch again")
+            return
         session.engine_state = {**(session.engine_state or {}), "boot_id_before_reboot":
                                 (session.engine_state or {}).get("boot_id")}
         transition(session, SessionState.REBOOTING, message="the NVIDIA driver needs a reboot to load", now=ctx.now)

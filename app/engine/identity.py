@@ -14,7 +14,7 @@ from pathlib import Path
 
 from app.files import write_private
 from app.redaction import register_secret
-from app.remote import new_keypair
+from app.remote import RemoteError, load_public_key, new_keypair
 
 SESSIONS_DIR = "sessions"
 _FILES = ("host_key", "host_key.pub", "client_key", "client_key.pub", "api_key", "webui_secret")
@@ -62,6 +62,19 @@ def load_identity(home: Path, uid: str) -> SessionIdentity:
     register_secret(read("api_key"))
     return SessionIdentity(read("host_key"), read("host_key.pub"), read("client_key"), read("client_key.pub"),
                            read("api_key"), read("webui_secret"))
+
+
+def pin_host_key(home: Path, uid: str, host_public: str) -> None:
+    """Pin the key a machine already has (the provider knew it: a host the user runs keeps its own identity)
+    instead of the one maider generated for cloud-init; every later connection accepts only this one."""
+    line = host_public.strip()
+    try:
+        load_public_key(line)
+    except RemoteError:
+        raise ValueError("a host key must be one OpenSSH public key line") from None
+    if "\n" in line:
+        raise ValueError("a host key must be one OpenSSH public key line")
+    write_private(identity_dir(home, uid) / "host_key.pub", line + "\n")
 
 
 def remove_identity(home: Path, uid: str) -> None:

@@ -6,6 +6,7 @@ import logging
 from app.config import ConfigError
 from app.domain.cloud_init import CloudInitInputs, render_user_data
 from app.domain.vllm_env import Images, render_env
+from app.engine.identity import pin_host_key
 from app.engine.state import record_event, transition
 from app.engine.steps import StepContext, connection_lost, deadline_passed, fail_launch, poll_later, retry_after
 from app.errors import SecretResolutionError
@@ -72,6 +73,8 @@ def step_creating(ctx: StepContext) -> None:
         record_event(session, "warning", f"create failed, will retry: {exc}")
         return
     session.instance_id = instance.id
+    if instance.host_key:  # a machine with its own SSH identity: pin the key the provider vouches for
+        pin_host_key(ctx.runtime.home, session.uid, instance.host_key)
     session.provider_created_at = instance.created_at or ctx.now
     session.ssh_host = instance.ssh_host
     session.ssh_port = instance.ssh_port

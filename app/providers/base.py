@@ -81,6 +81,9 @@ class Instance:
     created_at: datetime | None  # provider's creation time (UTC, naive) -- billing starts here
     hourly_price: float  # USD/h; 0.0 = unknown
     tags: tuple[str, ...] = field(default_factory=tuple)  # provider tags
+    # The instance's SSH host public key ("ssh-ed25519 AAAA...") when the provider already knows it (a machine the
+    # user runs keeps its own key): the engine then pins this key instead of the one it put in the cloud-config.
+    host_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class Provider(Protocol):
     - ``mint_session_token`` makes a token that can delete instances, expiring at ``expires_at``;
       ``revoke_session_token`` is idempotent (a gone token counts as revoked).
     - ``deleted_at`` is the provider's record of when an instance was deleted, or None when it has none.
+    - ``reboots_allowed`` (optional class attribute, True when absent): False for machines maider did not create;
+      the engine then never reboots one to load the NVIDIA driver, and fails the launch instead.
     """
 
     name: str
