@@ -7,19 +7,30 @@ set -euxo pipefail
 NVIDIA_DRIVER="$1"
 PREFETCH_MODEL="${2:-}"  # Hugging Face model id whose weights to fetch early; empty: images only
 export DEBIAN_FRONTEND=noninteractive
+# Set by apply-cloud-config.py on a machine the user already runs (maider host add): its firewall, NVIDIA driver,
+# kernel modules, apt timers and an existing Docker stay as they are; only what is missing is installed.
+OWN_MACHINE="${MAIDER_OWN_MACHINE:-}"
 APT=(apt-get -y -q -o DPkg::Lock::Timeout=600)
 
 # The failsafe's timer first, so it guards the VM even if a later step fails (it acts once maider arms it).
 systemctl daemon-reload
 systemctl enable --now '{{FAILSAFE_TIMER}}'
 
+if [ -n "$OWN_MACHINE" ] && docker compose version >/dev/null 2>&1 && command -v nvidia-ctk >/dev/null \
+        && docker info 2>/dev/null | grep -qi 'runtimes:.*nvidia'; then
+    echo "maider: Docker, compose and the NVIDIA container runtime are already set up"
+else
+if [ -z "$OWN_MACHINE" ]; then
 # No unattended upgrade while provisioning: a new kernel installed beside the driver boots without its module.
 systemctl stop apt-daily.timer apt-daily-upgrade.timer unattended-upgrades.service || true
 systemctl stop apt-daily.service apt-daily-upgrade.service || true
+fi
 
 "${APT[@]}" update
-"${APT[@]}" install ca-certificates curl gnupg ufw
+"${APT[@]}" install ca-certificates curl gnupg
 
+if [ -z "$OWN_MACHINE" ]; then
+"${APT[@]}" install ufw
 # Firewall first: nothing but SSH comes in (vLLM and Open WebUI listen on 127.0.0.1 only anyway).
 ufw default deny incoming
 ufw default allow outgoing
@@ -32,10 +43,13 @@ blacklist nouveau
 options nouveau modeset=0
 CONF
 update-initramfs -u
+fi
 
 # Docker Hub limits anonymous pulls per IP; its mirror on Google's registry serves the same images.
 install -m 0755 -d /etc/docker
-printf '{"registry-mirrors": ["%s"]}\n' '{{DOCKER_REGISTRY_MIRROR}}' > /etc/docker/daemon.json
+if [ -z "$OWN_MACHINE" ] || [ ! -e /etc/docker/daemon.json ]; then
+    printf '{"registry-mirrors": ["%s"]}\n' '{{DOCKER_REGISTRY_MIRROR}}' > /etc/docker/daemon.json
+fi
 
 # Docker CE and the compose plugin from Docker's own apt repository.
 install -m 0755 -d /etc/apt/keyrings
@@ -52,9 +66,16 @@ curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-contai
     | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' \
     > /etc/apt/sources.list.d/nvidia-container-toolkit.list
 "${APT[@]}" update
+if [ -n "$OWN_MACHINE" ] && docker compose version >/dev/null 2>&1; then
+    "${APT[@]}" install nvidia-container-toolkit  # the user's Docker stays (docker-ce would replace docker.io)
+else
 "${APT[@]}" install docker-ce docker-ce-cli containerd.io docker-compose-plugin nvidia-container-toolkit
+fi
+if [ -z "$OWN_MACHINE" ] || ! docker info 2>/dev/null | grep -qi 'runtimes:.*nvidia'; then
 nvidia-ctk runtime configure --runtime=docker
 systemctl restart docker
+fi
+fi
 
 # Images and weights download in the background while the driver installs (the slowest steps overlap).
 systemd-run --unit=maider-prefetch --collect --setenv=PREFETCH_MODEL="$PREFETCH_MODEL" /bin/bash '{{PREFETCH_SCRIPT}}'
@@ -71,10 +92,15 @@ case "$NVIDIA_DRIVER" in
         ;;
 esac
 KERNEL_RELEASE="$(uname -r)"
+if [ -n "$OWN_MACHINE" ]; then
+    # The user's driver is theirs: maider checks it (nvidia-smi) and never replaces it or reboots this machine.
+    nvidia-smi -L || echo "maider: the NVIDIA driver on this machine is not working (nvidia-smi failed)"
+else
 "${APT[@]}" install "linux-headers-$KERNEL_RELEASE" "linux-headers-${KERNEL_RELEASE##*-}" "${DRIVER_PACKAGES[@]}"
 modprobe nvidia || echo "maider: NVIDIA driver installed but not loaded; a reboot will load it"
 
 systemctl start apt-daily.timer apt-daily-upgrade.timer || true
+fi
 systemctl daemon-reload
 systemctl enable '{{SYSTEMD_UNIT}}'
 systemctl start --no-block '{{SYSTEMD_UNIT}}'
