@@ -6,7 +6,7 @@ import logging
 import click
 
 from app import redaction
-from app.cli import catalog, diagnose, serve, sessions, users, validate, vm_access, wizard
+from app.cli import catalog, diagnose, hosts, serve, sessions, users, validate, vm_access, wizard
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,7 +20,7 @@ def main(verbose: bool) -> None:
     redaction.install()
 
 
-for _module in (serve, wizard, validate, catalog, sessions, vm_access, diagnose, users):
+for _module in (serve, wizard, validate, catalog, sessions, vm_access, diagnose, users, hosts):
     for _command in _module.commands:
         main.add_command(_command)
 
