@@ -35,6 +35,7 @@ class ExecResult:
     stdout: str = ""
     stderr: str = ""
     hold: bool = False
+    drop: bool = False  # hang up the whole connection instead of answering (a host that went away mid-command)
 
 
 # handler(command, read_stdin) -> ExecResult; read_stdin() reads the client's stdin until EOF.
@@ -54,7 +55,7 @@ class _Interface(paramiko.ServerInterface):
         return "publickey"
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        if username == self.server.username and any(same_key(key, ok) for ok in self.server.authorized_keys):
+        if any(same_key(key, ok) for ok in self.server.keys_for(username)):
             return paramiko.AUTH_SUCCESSFUL
         return paramiko.AUTH_FAILED
 
@@ -100,9 +101,16 @@ class SshServer:
     """Listens on 127.0.0.1; the port is bound at construction (connections are refused until ``start()``)."""
 
     def __init__(self, host_key: paramiko.PKey, authorized_keys: list[paramiko.PKey], handle_exec: ExecHandler,
-                 port_map: PortMap, port: int = 0, username: str = "root") -> None:
+                 port_map: PortMap, port: int = 0, username: str = "root",
+                 users: Callable[[str], list[paramiko.PKey]] | None = None,
+                 admit: Callable[[], bool] | None = None) -> None:
+        """``users``: the keys each login may use, asked at every attempt (a machine with several accounts whose
+        authorized_keys change); by default only ``username`` with ``authorized_keys``. ``admit``: asked for every
+        new connection; False hangs up at once (an unreachable host)."""
         self.host_key = host_key
         self.authorized_keys = list(authorized_keys)
+        self._users = users
+        self._admit = admit
         self.handle_exec = handle_exec
         self.port_map = port_map
         self.username = username
@@ -147,6 +155,11 @@ class SshServer:
             if thread is not threading.current_thread():
                 thread.join(5)
 
+    def keys_for(self, username: str) -> list[paramiko.PKey]:
+        if self._users is not None:
+            return self._users(username)
+        return self.authorized_keys if username == self.username else []
+
     @property
     def connection_count(self) -> int:
         with self._lock:
@@ -189,6 +202,9 @@ class SshServer:
             except OSError:
                 return  # listener shut down
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._admit is not None and not self._admit():
+                _close_quietly(sock)
+                continue
             if not self._track(sock):
                 _close_quietly(sock)
                 return
@@ -272,6 +288,9 @@ class SshServer:
             log.exception("simulated sshd: command failed")
             result = ExecResult(1, "", "internal error in the simulated VM\n")
         try:
+            if result.drop:
+                channel.get_transport().close()
+                return
             if result.hold:
                 while not channel.closed and not self._stopped.is_set():  # like `sleep infinity`: input is
                     if not channel.recv(PIPE_CHUNK):  # ignored and only the client's close ends it

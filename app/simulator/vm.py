@@ -138,6 +138,8 @@ class SimulatedVm:
         self._boot_gen = 0  # bumped by reboot/stop: ends the timeline threads of the previous boot
         self._vllm_gen = 0  # bumped by recreate/reboot/stop: ends the running vLLM "container"
         self._cloud_init_started: float | None = 0.0 if configured else None
+        # cloud-init runs at the first boot; a machine without it (app.simulator.bare_host) waits for maider's runner
+        self.provisions_at_boot = True
         self._driver_loaded = configured
         self._images_pulled = configured
         self._stack_enabled = configured  # systemd unit started once: containers come back after a reboot
@@ -251,7 +253,7 @@ class SimulatedVm:
             self._ssh.start()
             self.power = "running"
             self.boot_count += 1
-            if self._cloud_init_started is None:
+            if self._cloud_init_started is None and self.provisions_at_boot:
                 self._cloud_init_started = time.monotonic()
             if self._stack_enabled and self._gpu_visible():
                 self._vllm_gen += 1
