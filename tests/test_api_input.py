@@ -194,8 +194,8 @@ def test_a_launch_the_rules_refuse_is_422(api):
     (schemas.SESSION_NAME, ["a", "qwen-1", "a" * 40], ["", "A", "-a", "a" * 41, "a_b", "a b", "trail\n", "é"]),
     (schemas.MODEL_ID, ["Qwen/Qwen2.5-Coder-7B-Instruct-AWQ", "a/b"],
      ["a", "a/b/c", "/a", "a/", "a/b\n", "a/<b>", "a" * 100 + "/b"]),
-    (schemas.REGION, ["us-ord", "de-fra-2"], ["US-ORD", "us", "us_ord", "us-ord\n"]),
-    (schemas.PLAN, ["g2-gpu-rtx4000a1-s"], ["G2", "g2 gpu", "g2\n", "-g2"]),
+    (schemas.REGION, ["us-ord", "de-fra-2", "nyc2", "us-east-1", "own"], ["US-ORD", "us", "us_ord", "us-ord\n"]),
+    (schemas.PLAN, ["g2-gpu-rtx4000a1-s", "gpu-l40sx1-48gb", "g6.xlarge"], ["G2", "g2 gpu", "g2\n", "-g2"]),
 ])
 def test_the_panel_form_and_the_api_accept_the_same_values(app, rule, good, bad):
     from app.web.sessions.forms import LaunchForm

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from app.cli.client import MaiderClient, connect, resolve_name, set_current_session
+from app.config import PROVIDER_NAMES
 from app.domain.aider import AIDER_ENV_FILENAME, METADATA_FILENAME, aider_command
 from app.files import write_private
 from app.services import project_folders
@@ -88,8 +89,11 @@ def _print_ready(session: dict[str, Any], env_path: Path, meta_path: Path, hando
 @click.command()
 @click.argument("name", required=False)
 @click.option("--model", "model_id", help="Hugging Face model id (default: MODEL_ID from .env).")
+@click.option("--provider", type=click.Choice(PROVIDER_NAMES), metavar="PROVIDER",
+              help=f"Cloud to launch on: {', '.join(PROVIDER_NAMES)} (default: PROVIDER; without a plan either, "
+                   "the cheapest provider with credentials whose plan fits).")
 @click.option("--region", help="Region (default: REGION).")
-@click.option("--plan", "--type", "plan", help="GPU plan (default: TYPE).")
+@click.option("--plan", "--type", "plan", help="GPU plan (default: TYPE, else the cheapest that fits).")
 @click.option("--max-model-len", type=CONTEXT_RANGE, help="Context length (default: VLLM_MAX_MODEL_LEN).")
 @click.option("--launch-aider", is_flag=True, help="Start aider in this terminal once the model is ready.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep a VM whose launch failed, for debugging (still billed).")
@@ -99,19 +103,19 @@ def _print_ready(session: dict[str, Any], env_path: Path, meta_path: Path, hando
               help="Destroy the VM H hours after it was created; 0: no limit (default: MAX_LIFETIME_HOURS).")
 @click.option("--budget", "budget_usd", type=click.FloatRange(0, 1_000_000),
               help="Destroy the VM once it has cost USD dollars; 0: no cap (default: BUDGET_USD).")
-def up(name, model_id, region, plan, max_model_len, launch_aider, keep_on_failure, idle_minutes, max_hours,
+def up(name, model_id, provider, region, plan, max_model_len, launch_aider, keep_on_failure, idle_minutes, max_hours,
        budget_usd) -> None:
     """Create a GPU VM with vLLM and Open WebUI, and wait until it serves."""
     client = connect()
-    body = {"name": name, "model_id": model_id, "region": region, "plan": plan, "max_model_len": max_model_len,
-            "keep_on_failure": keep_on_failure, "workdir": os.getcwd(), "idle_minutes": idle_minutes,
-            "max_hours": max_hours, "budget_usd": budget_usd}
+    body = {"name": name, "model_id": model_id, "provider": provider, "region": region, "plan": plan,
+            "max_model_len": max_model_len, "keep_on_failure": keep_on_failure, "workdir": os.getcwd(),
+            "idle_minutes": idle_minutes, "max_hours": max_hours, "budget_usd": budget_usd}
     session = client.post("/sessions", body)
     project_folders.remember(Path.cwd())  # the panel offers this folder next
     name = session["name"]
     set_current_session(name)
-    click.echo(f"Launching {name}: {session['model_id']} on {session['plan']} in {session['region']} at "
-               f"{_money(session['hourly_price'])}/h{' (demo)' if client.demo else ''}")
+    click.echo(f"Launching {name}: {session['model_id']} on {session['plan']} ({session['provider']}) in "
+               f"{session['region']} at {_money(session['hourly_price'])}/h{' (demo)' if client.demo else ''}")
     try:
         session = _follow(client, name, FINAL)
     except KeyboardInterrupt:

@@ -23,6 +23,8 @@ from app.engine.state import record_event, transition
 from app.errors import ConflictError, FieldError, NotFoundError, UserError
 from app.extensions import db
 from app.models import OrphanInstance, Session, SessionState, utcnow
+from app.providers import get_provider
+from app.services.providers import cheapest_across_providers
 
 NAME_PATTERN = r"[a-z0-9][a-z0-9-]{0,39}"  # matched whole (re.fullmatch): "x\n" is not a name
 NAME_RE = re.compile(NAME_PATTERN)
@@ -59,6 +61,7 @@ class LaunchRequest:
     workdir: str
     name: str | None = None
     actor: str = "local"
+    provider: str | None = None  # pins the cloud; None: PROVIDER, or the cheapest configured cloud when no plan
     region: str | None = None
     plan: str | None = None
     model_id: str | None = None
@@ -165,7 +168,12 @@ def _effective_settings(request: LaunchRequest, demo: bool) -> Settings:
     if request.idle_minutes is not None:
         overrides["watchdog_enabled"] = request.idle_minutes > 0
         overrides["watchdog_timeout_minutes"] = request.idle_minutes or settings.watchdog_timeout_minutes
+    if request.provider is not None:
+        overrides["provider"] = request.provider
     if demo:
+        if request.provider not in (None, "simulated"):
+            raise UserError(f"the panel runs in demo mode, so it launches only on the simulated cloud, not on "
+                            f"{request.provider}: restart 'maider serve' without --demo to use {request.provider}")
         overrides["provider"] = "simulated"
         for attr, value in DEMO_DEFAULTS.items():
             if getattr(settings, attr) is None and attr not in overrides:
@@ -214,10 +222,20 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
                         "(at most 40, starting with a letter or digit)")
     if request.name:
         _refuse_taken(name)
-    provider = provider or runtime(current_app._get_current_object()).provider(settings.provider, request.workdir)
+    engine = runtime(current_app._get_current_object())
+    chosen = None
+    if provider is None and settings.plan is None and settings.model_id and not demo and request.provider is None \
+            and request.region is None:
+        factory = current_app.config.get("MAIDER_PROVIDER_FACTORY") or get_provider
+        chosen = cheapest_across_providers(settings, home, factory)
+        if chosen is not None:
+            settings = chosen.settings
+    provider = provider or engine.provider(settings.provider, request.workdir)
     if settings.plan is None and settings.region and settings.model_id:
         settings = _with_cheapest_plan(settings, validate_launch(settings, provider, home))
     report = validate_launch(settings, provider, home)
+    if chosen is not None:
+        report.notes.insert(0, chosen.sentence)
     if not report.ok:
         raise UserError("cannot launch:\n" + "\n".join(f"  ✗ {p}" for p in report.problems))  # one problem a line
     for _attempt in range(NAME_ATTEMPTS):

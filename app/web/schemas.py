@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from flask import request
 from werkzeug.exceptions import UnsupportedMediaType
 
+from app.config import PROVIDER_NAMES
 from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 from app.errors import MalformedRequest
 from app.services.sessions import NAME_PATTERN
@@ -135,8 +136,12 @@ SESSION_NAME = Text(NAME_PATTERN, 40, "use lower-case letters, digits and dashes
 MODEL_ID = Text(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}", 193,
                 "use a Hugging Face id like Qwen/Qwen2.5-Coder-7B-Instruct-AWQ", "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ",
                 what="a model id")
-REGION = Text(r"[a-z]{2}-[a-z0-9-]{1,29}", 32, "use one like us-ord or de-fra-2", "us-ord", what="a region id")
-PLAN = Text(r"[a-z0-9][a-z0-9-]{0,63}", 64, "use one like g2-gpu-rtx4000a1-s", "g2-gpu-rtx4000a1-s", what="a plan id")
+# Linode us-ord, DigitalOcean nyc2, AWS us-east-1, your own host "own"; AWS plans have a dot (g6.xlarge).
+REGION = Text(r"[a-z][a-z0-9-]{2,31}", 32, "use one like us-ord, nyc2 or us-east-1", "us-ord", what="a region id")
+PLAN = Text(r"[a-z0-9][a-z0-9.-]{0,63}", 64, "use one like g2-gpu-rtx4000a1-s or g6.xlarge", "g2-gpu-rtx4000a1-s",
+            what="a plan id")
+PROVIDER = Text("|".join(PROVIDER_NAMES), 16, f"use one of {', '.join(PROVIDER_NAMES)}", "linode",
+                what="a provider maider knows")
 # vLLM's --served-model-name and aider's model name: no markup, spaces or control characters.
 SERVED_NAME = Text(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}", 64,
                    "use letters, digits, '.', '_', '-' or '/' (at most 64), starting with a letter or digit", "coder",
@@ -202,13 +207,15 @@ class Body:
 
 
 LAUNCH = Body("LaunchRequest", {
-    "name": SESSION_NAME, "workdir": WORKDIR, "region": REGION, "plan": PLAN, "model_id": MODEL_ID,
+    "name": SESSION_NAME, "workdir": WORKDIR, "provider": PROVIDER, "region": REGION, "plan": PLAN,
+    "model_id": MODEL_ID,
     "served_name": SERVED_NAME, "max_model_len": CONTEXT, "tensor_parallel_size": TENSOR_PARALLEL,
     "keep_on_failure": FLAG, "idle_minutes": IDLE_MINUTES, "max_hours": MAX_HOURS, "budget_usd": BUDGET_USD,
 }, descriptions={
     "name": "default: the model's name and the next free number",
     "workdir": "the project folder whose .env is read and where aider's files go (default: the server's folder); "
                "an existing directory owned by the server's user",
+    "provider": "default: PROVIDER; with no plan either, the cheapest configured provider whose plan fits",
     "region": "default: REGION", "plan": "default: TYPE, else the cheapest plan in the region that fits",
     "model_id": "default: MODEL_ID", "served_name": "default: SERVED_MODEL_NAME",
     "max_model_len": "default: VLLM_MAX_MODEL_LEN", "tensor_parallel_size": "default: every GPU of the plan",
