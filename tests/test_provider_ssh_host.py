@@ -133,6 +133,22 @@ def test_host_remove_is_refused_while_a_session_runs_on_it(world: SshWorld, monk
     assert world.host.is_ssh_up and world.host.reboot_requests == 0
 
 
+def test_host_remove_forgets_a_launch_the_machine_never_started(world: SshWorld, monkeypatch) -> None:
+    monkeypatch.setenv("MAIDER_HOME", str(world.home))
+    world.provider.registry.add_session(HOST_NAME, "maider-interrupted")  # hosts.json says so, the machine does not
+    removed = CliRunner().invoke(main, ["host", "remove", HOST_NAME])
+    assert removed.exit_code == 0, removed.output
+
+
+def test_host_remove_is_refused_while_the_machine_cannot_say(world: SshWorld, monkeypatch) -> None:
+    monkeypatch.setenv("MAIDER_HOME", str(world.home))
+    world.provider.create(world.spec("maider-busy"))
+    world.fail_next("get", "server_error", times=5)
+    refused = CliRunner().invoke(main, ["host", "remove", HOST_NAME])
+    assert refused.exit_code != 0 and "try again when the machine answers" in refused.output
+    assert world.provider.registry.get(HOST_NAME) is not None
+
+
 # the pinned host key
 
 def test_a_changed_host_key_is_refused_with_both_fingerprints_and_never_means_gone(world: SshWorld) -> None:
@@ -174,7 +190,8 @@ def test_no_failsafe_token_on_your_own_machine(world: SshWorld) -> None:
 def test_destroy_removes_only_maiders_things(world: SshWorld) -> None:
     theirs = new_keypair().public_openssh
     os.makedirs(os.path.dirname(world.host.path(hc.ROOT_AUTHORIZED_KEYS)), exist_ok=True)
-    Path(world.host.path(hc.ROOT_AUTHORIZED_KEYS)).write_text(theirs + "\n")
+    stale = new_keypair().public_openssh.split()[:2] + [hc.key_marker("maider-interrupted-launch")]
+    Path(world.host.path(hc.ROOT_AUTHORIZED_KEYS)).write_text(f"{theirs}\n{' '.join(stale)}\n")
     Path(world.host.path("/etc/hostname")).parent.mkdir(parents=True, exist_ok=True)
     Path(world.host.path("/etc/hostname")).write_text("my-box\n")
     instance = world.provider.create(world.spec("maider-clean"))

@@ -52,6 +52,8 @@ ROOT_TEARDOWN = " ; ".join((
     "if command -v docker >/dev/null; then docker rm -f maider-prefetch >/dev/null 2>&1; "
     f"docker volume rm {' '.join(DOCKER_VOLUMES)} >/dev/null 2>&1; fi",
     f"rm -rf {' '.join(MAIDER_PATHS)}",
+    # one maider session per machine: any marked key line left by an earlier, interrupted launch goes too
+    f"if [ -f {ROOT_AUTHORIZED_KEYS} ]; then sed -i '/ {KEY_MARKER_PREFIX}[a-z0-9_-]*$/d' {ROOT_AUTHORIZED_KEYS}; fi",
     "systemctl daemon-reload 2>/dev/null",
     "true",
 ))

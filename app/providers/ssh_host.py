@@ -197,7 +197,8 @@ class SshHostProvider:
             raise InvalidRequest(f"region '{spec.region}' does not exist for your own machines: use "
                                  f"'{REGION.id}'", field="region")
         if not _LABEL.match(spec.label):
-            raise InvalidRequest(f"label '{spec.label}' must be lower-case letters, digits, dashes and underscores", field="label")
+            raise InvalidRequest(f"label '{spec.label}' must be lower-case letters, digits, dashes and underscores",
+                                 field="label")
         cloud_config = _cloud_config(spec.user_data)
         key_lines = [_marked_key(k, spec.label) for k in spec.authorized_keys if k.strip()]
         tags = list(dict.fromkeys((*spec.tags, OWNER_TAG)))
@@ -209,14 +210,22 @@ class SshHostProvider:
             if deployment:
                 raise CapacityError(f"host '{host.name}' already runs maider session '{deployment.get('label')}': "
                                     "destroy it first, or add another machine", region=REGION.id, plan=host.name)
-            for line in key_lines:
-                self._root(remote, host, hc.ROOT_AUTHORIZE_KEY, line.encode())
-            self._root(remote, host, hc.ROOT_INSTALL_RUNNER, runner_source())
-            self.registry.add_session(host.name, spec.label)  # from here on 'maider host remove' refuses
             record = {"label": spec.label, "tags": tags, "host": host.name,
                       "started_at": _utcnow().isoformat(timespec="seconds")}
             payload = json.dumps({"deployment": record, "cloud_config": cloud_config}, default=str).encode()
-            result = self._root(remote, host, hc.ROOT_START_BOOTSTRAP, payload, check=False)
+            self.registry.add_session(host.name, spec.label)  # from here on 'maider host remove' checks the host
+            try:
+                for line in key_lines:
+                    self._root(remote, host, hc.ROOT_AUTHORIZE_KEY, line.encode())
+                self._root(remote, host, hc.ROOT_INSTALL_RUNNER, runner_source())
+                result = self._root(remote, host, hc.ROOT_START_BOOTSTRAP, payload, check=False)
+            except TransientError:
+                raise  # the start may have happened: the caller's retry finds the deployment
+            except ProviderError:
+                self._undo_start(remote, host, spec.label)
+                raise
+            if result.exit_code != 0:
+                self._undo_start(remote, host, spec.label)
             if result.exit_code == 3:  # another session got there first
                 raise CapacityError(f"host '{host.name}' already runs another maider session: {result.stderr.strip()}",
                                     region=REGION.id, plan=host.name)
@@ -265,6 +274,14 @@ class SshHostProvider:
 
     def deleted_at(self, instance_id: str) -> datetime | None:
         return None
+
+    def _undo_start(self, remote: UserLogin, host: SshHost, label: str) -> None:
+        """A start that surely did not happen: take back the key line and the registry entry (best effort)."""
+        try:
+            self._root(remote, host, hc.root_remove_key(label))
+        except ProviderError as exc:
+            log.warning("host %s: could not take back session %s's key: %s", host.name, label, exc)
+        self.registry.drop_session(host.name, label)
 
     def _host(self, name: str, field: str | None = None) -> SshHost:
         host = self.registry.get(name)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from app.domain import host_contract as hc
 from app.errors import UserError
-from app.providers.base import ProviderError
+from app.providers.base import NotFound, ProviderError
 from app.providers.host_registry import HOST_NAME, HostGpu, HostRegistry, SshHost, fingerprint
-from app.providers.ssh_host import UserLogin, provider_error, scan_host_key
+from app.providers.ssh_host import SshHostProvider, UserLogin, provider_error, scan_host_key
 from app.remote import RemoteError, load_public_key
 
 _LOGIN = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]{0,31})@(?P<address>[A-Za-z0-9.:-]+|\[[0-9A-Fa-f:]+\])$")
@@ -72,7 +72,8 @@ def add_host(home: Path, name: str, login: str, confirm: Confirm, port: int = 22
 
 def _probe(host: SshHost, connect_timeout: float) -> tuple[HostGpu, ...]:
     """Root's commands can run without a prompt, and nvidia-smi lists the GPUs."""
-    remote = UserLogin(host.address, host.port, load_public_key(host.host_key_line), host.user, host.identity, connect_timeout)
+    remote = UserLogin(host.address, host.port, load_public_key(host.host_key_line), host.user, host.identity,
+                       connect_timeout)
     try:
         remote.connect()
         if host.user != "root":
@@ -103,14 +104,33 @@ def list_hosts(home: Path) -> list[SshHost]:
     return sorted(HostRegistry(home).all(), key=lambda h: h.name)
 
 
+def _running_sessions(home: Path, host: SshHost) -> list[str]:
+    """The sessions hosts.json lists for ``host`` that the machine confirms it still runs (a launch that never
+    started is forgotten); a machine that cannot answer keeps its sessions, so the removal is refused."""
+    provider = SshHostProvider(home)
+    running = []
+    for label in host.sessions:
+        try:
+            provider.get(f"{host.name}/{label}")
+        except NotFound:
+            HostRegistry(home).drop_session(host.name, label)
+            continue
+        except ProviderError as exc:
+            raise HostError(f"cannot check whether session {label} still runs on '{host.name}' ({exc}); try again "
+                            "when the machine answers") from None
+        running.append(label)
+    return running
+
+
 def remove_host(home: Path, name: str) -> SshHost:
     """Forget a host; refused while a maider session runs on it (destroy that first: it cleans the machine)."""
     registry = HostRegistry(home)
     host = registry.get(name)
     if host is None:
         raise HostError(f"no host named '{name}' is registered (see 'maider host list')")
-    if host.sessions:
-        raise HostError(f"host '{name}' still runs maider session(s) {', '.join(host.sessions)}: destroy them first "
+    running = _running_sessions(home, host)
+    if running:
+        raise HostError(f"host '{name}' still runs maider session(s) {', '.join(running)}: destroy them first "
                         "('maider down'), so maider cleans the machine up")
     registry.remove(name)
     return host

@@ -217,4 +217,10 @@ class BareHost(SimulatedVm):
                 shutil.rmtree(target, ignore_errors=True)
             elif os.path.lexists(target):
                 os.remove(target)
+        with self._host_lock:
+            keep = [line for line in self.root_key_lines()
+                    if not line.split()[-1].startswith(hc.KEY_MARKER_PREFIX)]
+            if os.path.exists(self.path(hc.ROOT_AUTHORIZED_KEYS)):
+                with open(self.path(hc.ROOT_AUTHORIZED_KEYS), "w", encoding="utf-8") as handle:
+                    handle.writelines(line + "\n" for line in keep)
         return ExecResult(0)
