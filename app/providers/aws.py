@@ -1,8 +1,8 @@
 """AWS EC2, through ``boto3`` (see the Provider contract in ``app.providers.base``).
 
 botocore's own retries are off (one attempt per request): a RunInstances re-sent after a 5xx could start a second
-billable VM. maider retries in ``_call``, looks the label up (tags ``Name`` and ``maider``) before any retry, and sends
-the label as ``ClientToken`` so EC2 itself also answers a repeated RunInstances with the first instance.
+billable VM. maider retries (``AwsApi.call``), looks the label up (tags ``Name`` and ``maider``) before any retry,
+and sends the label as ``ClientToken`` so EC2 itself also answers a repeated RunInstances with the first instance.
 
 Per session maider makes three things, all named after the label and tagged ``maider``: an imported key pair, a
 security group that lets in SSH only, and the instance. ``delete`` terminates the instance and, once EC2 says
@@ -16,43 +16,36 @@ import gzip
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
-from app.domain.clock_offset import ClockOffset, parse_http_date
+from app.domain.clock_offset import ClockOffset
 from app.domain.cloud_init import USER_DATA_MAX_BYTES, UserDataTooLarge, encode_user_data
-from app.domain.gpu_catalog import gpu_by_name
 from app.errors import ConfigError
 from app.providers import aws_catalog as catalog
-from app.providers.aws_errors import AlreadyExists, FailsafeUnavailable, translate
+from app.providers.aws_api import MAX_ATTEMPTS, AwsApi
+from app.providers.aws_errors import FailsafeUnavailable
+from app.providers.aws_session import SSH_PORT, SessionResources
 from app.providers.base import (
-    OWNER_TAG, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound, ProviderError, RateLimited,
-    Region, SessionToken, TransientError,
+    OWNER_TAG, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound, ProviderError, Region,
+    SessionToken,
 )
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+__all__ = ["AwsProvider", "MAX_ATTEMPTS", "ROOT_VOLUME_GB", "UBUNTU_AMI_PARAMETER"]
 
 UBUNTU_AMI_PARAMETER = "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
 ROOT_VOLUME_GB = 120  # model weights (up to ~50 GB), the vLLM and Open WebUI images, the NVIDIA driver
-SSH_PORT = 22
-MAX_ATTEMPTS = 5  # per call, first try included
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 30.0
-BACKOFF_BASE_S = 1.0
-BACKOFF_MAX_S = 20.0
-BACKOFF_JITTER = 0.25
+FILTER_VALUES_MAX = 100  # values per EC2 filter, well under EC2's limit
 CLIENT_TOKEN_MAX = 64  # EC2's limit for ClientToken (ASCII)
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,32}$")
@@ -102,26 +95,6 @@ def _naive_utc(value: Any) -> datetime | None:
     return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
-def _gpu_plan(raw_type: dict[str, Any], region: str, price: float, offered: bool) -> GpuPlan | None:
-    """A plan from one DescribeInstanceTypes entry; None for a type without NVIDIA GPUs."""
-    gpus = [g for g in (raw_type.get("GpuInfo") or {}).get("Gpus") or () if g.get("Manufacturer") == "NVIDIA"]
-    count = sum(int(g.get("Count") or 0) for g in gpus)
-    if not count:
-        return None
-    first = gpus[0]
-    memory_gb = round(int((first.get("MemoryInfo") or {}).get("SizeInMiB") or 0) / 1024)
-    name = str(first.get("Name") or "")
-    type_id = raw_type["InstanceType"]
-    return GpuPlan(
-        # the memory disambiguates AWS's one name "A100" for the 40 GB (p4d) and 80 GB (p4de) cards
-        id=type_id, label=f"{type_id} ({count}x NVIDIA {name} {memory_gb} GB)", gpus=count,
-        gpu=gpu_by_name(f"{name} {memory_gb}GB"), hourly_price=price,
-        memory_mb=int((raw_type.get("MemoryInfo") or {}).get("SizeInMiB") or 0),
-        vcpus=int((raw_type.get("VCpuInfo") or {}).get("DefaultVCpus") or 0),
-        regions=(region,) if offered else (),
-    )
-
-
 class AwsProvider:
     """GPU VMs on EC2 in one region. Creation is idempotent by label; only EC2's "not found" (or a terminated
     instance whose key pair and security group are gone too) is ``NotFound``."""
@@ -145,28 +118,28 @@ class AwsProvider:
         self.endpoint_url = endpoint_url
         self.ssh_port = ssh_port  # EC2 VMs listen on 22; tests point it at a simulated VM
         self.ssh_host_override: str | None = None  # tests: the simulated VM's address (emulated IPs are unreachable)
-        self._sleep = sleep
-        self.max_wait_s = max_wait_s
-        read_timeout = request_timeout_s or READ_TIMEOUT_S
-        self._config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, user_agent_extra="maider",
-                              connect_timeout=min(CONNECT_TIMEOUT_S, read_timeout), read_timeout=read_timeout)
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._api = AwsApi(self._session, resolved, endpoint_url=endpoint_url, sleep=sleep, max_wait_s=max_wait_s,
+                           request_timeout_s=request_timeout_s)
+        self._resources = SessionResources(self._api)
         self._lock = threading.Lock()
-        self._random = random.Random()
         self._amis: dict[str, tuple[str, str]] = {}  # region -> (AMI id, root device name)
         self._price_cache = price_cache
         self._prices: dict[str, dict[str, float]] = {r: dict(p) for r, p in catalog.ON_DEMAND_USD.items()}
         self._load_price_cache()
-        self.clock = ClockOffset()
 
     def __repr__(self) -> str:
         return f"<AwsProvider {self.region}{' at ' + self.endpoint_url if self.endpoint_url else ''}>"
+
+    @property
+    def clock(self) -> ClockOffset:
+        """AWS's clock vs this laptop's, estimated from the answers' ``Date`` headers."""
+        return self._api.clock
 
     # -- catalogue -----------------------------------------------------------------------------------------------
 
     def regions(self) -> list[Region]:
         """The account's enabled regions; ``has_gpus`` when EC2 offers one of maider's GPU types there."""
-        raw = self._call("list regions", lambda: self._client("ec2").describe_regions()["Regions"])
+        raw = self._api.call("list regions", lambda: self._ec2().describe_regions()["Regions"])
         names = [t["InstanceType"] for t in self._gpu_types(self.region)]
         result = []
         for entry in sorted(raw, key=lambda r: r["RegionName"]):
@@ -191,7 +164,7 @@ class AwsProvider:
             is_offered = raw_type["InstanceType"] in offered
             if region is not None and not is_offered:
                 continue
-            plan = _gpu_plan(raw_type, where, self._price(where, raw_type["InstanceType"]), is_offered)
+            plan = catalog.gpu_plan(raw_type, where, self._price(where, raw_type["InstanceType"]), is_offered)
             if plan is not None:
                 plans.append(plan)
         return sorted(plans, key=lambda p: (p.hourly_price == 0, p.hourly_price, p.id))
@@ -205,8 +178,8 @@ class AwsProvider:
         fresh: dict[str, dict[str, float]] = {}
         for region in wanted_regions:
             for type_id in wanted_types:
-                items = self._call(f"read the price of {type_id} in {region}", lambda r=region, t=type_id: [
-                    item for page in self._client("pricing", catalog.PRICING_REGION).get_paginator("get_products")
+                items = self._api.call(f"read the price of {type_id} in {region}", lambda r=region, t=type_id: [
+                    item for page in self._api.client("pricing", catalog.PRICING_REGION).get_paginator("get_products")
                     .paginate(ServiceCode="AmazonEC2", Filters=catalog.pricing_filters(r, t))
                     for item in page.get("PriceList", ())])
                 prices = [p for p in map(catalog.on_demand_usd, items) if p is not None]
@@ -236,17 +209,18 @@ class AwsProvider:
                      existing["InstanceId"], spec.label)
             return self._to_instance(existing)
         user_data = _packed_user_data(spec.user_data)
-        extra_groups = self._extra_groups(spec)
+        extra_groups = self._checked_groups(spec)
         image_id, root_device = self._image(spec)
         try:
-            key_name = self._ensure_key_pair(spec)
-            group_id = self._ensure_security_group(spec.label)
+            key_name = self._resources.ensure_key_pair(spec.label, spec.authorized_keys[0])
+            group_id = self._resources.ensure_security_group(spec.label)
             arguments = self._run_arguments(spec, image_id, root_device, key_name, [group_id, *extra_groups],
                                             user_data)
             log.info("aws: creating %s (%s in %s)", spec.label, spec.plan, spec.region)
-            raw = self._call(f"create instance {spec.label}",
-                             lambda: self._client("ec2").run_instances(**arguments)["Instances"][0],
-                             recover=lambda: self._find_by_label(spec.label), region=spec.region, plan=spec.plan)
+            raw = self._api.call(f"create instance {spec.label}",
+                                 lambda: self._ec2().run_instances(**arguments)["Instances"][0],
+                                 recover=lambda: self._find_by_label(spec.label), region=spec.region,
+                                 plan=spec.plan)
         except ProviderError:
             self._clean_up_failed_create(spec.label)
             raise
@@ -258,7 +232,7 @@ class AwsProvider:
         raw = self._describe_one(instance_id)
         if raw["State"]["Name"] == "terminated":
             label = _tags(raw).get("Name")
-            if not label or not self._session_resources(label):
+            if not label or not self._resources.remaining(label):
                 raise NotFound(f"AWS reports instance {instance_id} terminated, and nothing of its session is left")
         return self._to_instance(raw)
 
@@ -274,9 +248,8 @@ class AwsProvider:
         state = raw["State"]["Name"]
         if state not in ("terminated", "shutting-down"):
             try:
-                self._call(f"delete instance {instance_id}",
-                           lambda: self._client("ec2").terminate_instances(InstanceIds=[instance_id]),
-                           thing="instance")
+                self._api.call(f"delete instance {instance_id}",
+                               lambda: self._ec2().terminate_instances(InstanceIds=[instance_id]), thing="instance")
             except NotFound:
                 log.info("aws: instance %s was already gone", instance_id)
                 return
@@ -284,11 +257,11 @@ class AwsProvider:
             state = self._describe_one(instance_id)["State"]["Name"]
         tags = _tags(raw)
         if state == "terminated" and OWNER_TAG in tags and tags.get("Name"):
-            self._delete_session_resources(tags["Name"])
+            self._resources.delete(tags["Name"])
 
     def list_owned(self) -> list[Instance]:
         """Every instance tagged ``maider`` that is not terminated, across all pages."""
-        raws = self._call("list maider instances", lambda: self._describe(
+        raws = self._api.call("list maider instances", lambda: self._describe(
             [{"Name": "tag-key", "Values": [OWNER_TAG]}, {"Name": "instance-state-name", "Values": LIVE_STATES}]))
         return [self._to_instance(r) for r in raws if OWNER_TAG in _tags(r)]
 
@@ -303,95 +276,14 @@ class AwsProvider:
         """EC2 keeps no deletion time maider can read (CloudTrail would need another permission)."""
         return None
 
-    # -- per-session resources -----------------------------------------------------------------------------------
-
-    def _ensure_key_pair(self, spec: InstanceSpec) -> str:
-        """Import the session's public key as a key pair named after the label (an earlier attempt's is reused)."""
-        key = spec.authorized_keys[0]
-        try:
-            self._call(f"import key pair {spec.label}", lambda: self._client("ec2").import_key_pair(
-                KeyName=spec.label, PublicKeyMaterial=key.encode(),
-                TagSpecifications=[{"ResourceType": "key-pair", "Tags": self._owner_tags(spec.label)}]))
-        except AlreadyExists:
-            log.info("aws: key pair %s exists already (an earlier attempt); using it", spec.label)
-        return spec.label
-
-    def _ensure_security_group(self, label: str) -> str:
-        """A security group named after the label that lets in TCP 22 only.
-
-        22 open to any address is acceptable: SSH takes keys only and maider pins the VM's host key it generated,
-        and vLLM and Open WebUI listen on the VM's localhost only (reached through the SSH tunnel), never here.
-        """
-        group = self._find_group(label)
-        if group is None:
-            try:
-                self._call(f"create security group {label}", lambda: self._client("ec2").create_security_group(
-                    GroupName=label, Description=f"maider session {label}: SSH only",
-                    TagSpecifications=[{"ResourceType": "security-group", "Tags": self._owner_tags(label)}]))
-            except AlreadyExists:
-                pass
-            group = self._find_group(label)
-            if group is None:
-                raise TransientError(f"AWS did not show the security group {label} it just created; try again")
-        ssh_open = any(p.get("IpProtocol") == "tcp" and p.get("FromPort") == SSH_PORT
-                       for p in group.get("IpPermissions") or ())
-        if not ssh_open:
-            try:
-                self._call(f"open SSH in security group {label}",
-                           lambda: self._client("ec2").authorize_security_group_ingress(
-                               GroupId=group["GroupId"], IpPermissions=[{
-                                   "IpProtocol": "tcp", "FromPort": SSH_PORT, "ToPort": SSH_PORT,
-                                   "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "SSH (keys only)"}],
-                                   "Ipv6Ranges": [{"CidrIpv6": "::/0", "Description": "SSH (keys only)"}]}]))
-            except AlreadyExists:
-                pass
-        return str(group["GroupId"])
-
-    def _find_group(self, label: str) -> dict[str, Any] | None:
-        groups = self._call(f"look up security group {label}", lambda: self._client("ec2").describe_security_groups(
-            Filters=[{"Name": "group-name", "Values": [label]}, {"Name": "tag-key", "Values": [OWNER_TAG]}],
-        )["SecurityGroups"])
-        return next((g for g in groups if g.get("GroupName") == label), None)
-
-    def _find_key_pair(self, label: str) -> dict[str, Any] | None:
-        keys = self._call(f"look up key pair {label}", lambda: self._client("ec2").describe_key_pairs(
-            Filters=[{"Name": "key-name", "Values": [label]}, {"Name": "tag-key", "Values": [OWNER_TAG]}],
-        )["KeyPairs"])
-        return next((k for k in keys if k.get("KeyName") == label), None)
-
-    def _session_resources(self, label: str) -> list[str]:
-        """What of the session is still on the account besides the instance."""
-        left = [f"key pair {label}"] if self._find_key_pair(label) else []
-        return left + ([f"security group {label}"] if self._find_group(label) else [])
-
-    def _delete_session_resources(self, label: str) -> None:
-        """Delete the session's security group and key pair; a group still in use is left for the next call."""
-        group = self._find_group(label)
-        if group is not None:
-            try:
-                self._call(f"delete security group {label}", lambda: self._client("ec2").delete_security_group(
-                    GroupId=group["GroupId"]), thing="security group", attempts=1)
-                log.info("aws: deleted security group %s", label)
-            except NotFound:
-                pass
-            except TransientError as exc:  # DependencyViolation: the network interface is still detaching
-                log.info("aws: security group %s not deleted yet (%s); next time", label, exc)
-        if self._find_key_pair(label) is not None:
-            try:
-                self._call(f"delete key pair {label}",
-                           lambda: self._client("ec2").delete_key_pair(KeyName=label), thing="key pair")
-                log.info("aws: deleted key pair %s", label)
-            except NotFound:
-                pass
-
     def _clean_up_failed_create(self, label: str) -> None:
-        """After a failed create: no instance, so nothing may stay behind (best effort; a failure is only logged)."""
+        """After a failed create: no instance, so nothing may stay behind (best effort; a failure is only logged,
+        and the next create or delete of the label tries again)."""
         try:
             if self._find_by_label(label) is None:
-                self._delete_session_resources(label)
+                self._resources.delete(label)
         except ProviderError as exc:
-            log.warning("aws: could not clean up after the failed create of %s (%s); maider retries at the next "
-                        "create or delete", label, exc)
+            log.warning("aws: could not clean up after the failed create of %s (%s)", label, exc)
 
     # -- requests ------------------------------------------------------------------------------------------------
 
@@ -411,8 +303,10 @@ class AwsProvider:
                                   {"ResourceType": "volume", "Tags": tags}],
         }
 
-    def _extra_groups(self, spec: InstanceSpec) -> list[str]:
-        """FIREWALL_ID on AWS: one more security group of the user's (``sg-...``) for the instance."""
+    @staticmethod
+    def _checked_groups(spec: InstanceSpec) -> list[str]:
+        """Refuse a spec EC2 would refuse only after maider made things for it; FIREWALL_ID on AWS is one more
+        security group of the user's (``sg-...``) for the instance, returned here."""
         if not spec.authorized_keys:
             raise InvalidRequest("an SSH public key for the VM is needed", field="authorized_keys")
         if not spec.authorized_keys[0].startswith(_EC2_KEY_TYPES):
@@ -431,13 +325,13 @@ class AwsProvider:
         image_id = spec.image
         if image_id is None:
             try:
-                image_id = self._call("look up the Ubuntu 24.04 image", lambda: self._client("ssm").get_parameter(
-                    Name=UBUNTU_AMI_PARAMETER)["Parameter"]["Value"], thing="parameter")
+                image_id = self._api.call("look up the Ubuntu 24.04 image", lambda: self._api.client(
+                    "ssm").get_parameter(Name=UBUNTU_AMI_PARAMETER)["Parameter"]["Value"], thing="parameter")
             except NotFound:
                 raise InvalidRequest(f"AWS has no Ubuntu 24.04 image parameter in {spec.region} "
                                      f"({UBUNTU_AMI_PARAMETER}); pick another region", field="image") from None
-        images = self._call(f"read image {image_id}",
-                            lambda: self._client("ec2").describe_images(ImageIds=[image_id])["Images"])
+        images = self._api.call(f"read image {image_id}",
+                                lambda: self._ec2().describe_images(ImageIds=[image_id])["Images"])
         if not images:
             raise InvalidRequest(f"AWS has no image {image_id} in {spec.region}", field="image")
         found = (str(image_id), str(images[0].get("RootDeviceName") or "/dev/sda1"))
@@ -449,22 +343,24 @@ class AwsProvider:
         """DescribeInstanceTypes for maider's GPU families on x86_64, all pages."""
         filters = [{"Name": "instance-type", "Values": list(catalog.GPU_TYPE_PATTERNS)},
                    {"Name": "processor-info.supported-architecture", "Values": ["x86_64"]}]
-        return self._call("list GPU instance types", lambda: [
-            t for page in self._client("ec2", region).get_paginator("describe_instance_types").paginate(
+        return self._api.call("list GPU instance types", lambda: [
+            t for page in self._ec2(region).get_paginator("describe_instance_types").paginate(
                 Filters=filters) for t in page["InstanceTypes"] if t.get("GpuInfo")])
 
     def _offered(self, region: str, type_ids: list[str]) -> set[str]:
         """The types among ``type_ids`` that EC2 offers in ``region`` (LocationType region)."""
-        if not type_ids:
-            return set()
-        return set(self._call(f"list instance type offerings in {region}", lambda: [
-            o["InstanceType"] for page in self._client("ec2", region).get_paginator(
-                "describe_instance_type_offerings").paginate(
-                LocationType="region", Filters=[{"Name": "instance-type", "Values": type_ids}])
-            for o in page["InstanceTypeOfferings"]]))
+        offered: set[str] = set()
+        for start in range(0, len(type_ids), FILTER_VALUES_MAX):
+            chunk = type_ids[start:start + FILTER_VALUES_MAX]
+            offered.update(self._api.call(f"list instance type offerings in {region}", lambda c=chunk: [
+                o["InstanceType"] for page in self._ec2(region).get_paginator(
+                    "describe_instance_type_offerings").paginate(
+                    LocationType="region", Filters=[{"Name": "instance-type", "Values": c}])
+                for o in page["InstanceTypeOfferings"]]))
+        return offered
 
     def _find_by_label(self, label: str) -> dict[str, Any] | None:
-        raws = self._call(f"look up instance {label}", lambda: self._describe(
+        raws = self._api.call(f"look up instance {label}", lambda: self._describe(
             [{"Name": "tag:Name", "Values": [label]}, {"Name": "tag-key", "Values": [OWNER_TAG]},
              {"Name": "instance-state-name", "Values": LIVE_STATES}]))
         raws = [r for r in raws if _tags(r).get("Name") == label]
@@ -474,7 +370,8 @@ class AwsProvider:
     def _describe_one(self, instance_id: str) -> dict[str, Any]:
         if not _INSTANCE_ID.match(instance_id or ""):
             raise InvalidRequest(f"'{instance_id}' is not an EC2 instance id (i-...)", field="instance_id")
-        raws = self._call(f"get instance {instance_id}", lambda: self._describe(ids=[instance_id]), thing="instance")
+        raws = self._api.call(f"get instance {instance_id}", lambda: self._describe(ids=[instance_id]),
+                              thing="instance")
         if not raws:
             raise NotFound(f"AWS has no instance {instance_id}")
         return raws[0]
@@ -482,7 +379,7 @@ class AwsProvider:
     def _describe(self, filters: list[dict[str, Any]] | None = None,
                   ids: list[str] | None = None) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {"Filters": filters} if filters else {"InstanceIds": ids or []}
-        pages = self._client("ec2").get_paginator("describe_instances").paginate(**kwargs)
+        pages = self._ec2().get_paginator("describe_instances").paginate(**kwargs)
         return [i for page in pages for reservation in page["Reservations"] for i in reservation["Instances"]]
 
     def _to_instance(self, raw: dict[str, Any]) -> Instance:
@@ -493,79 +390,15 @@ class AwsProvider:
             id=raw["InstanceId"], label=tags.get("Name", ""), status=_STATUS_MAP.get(state, InstanceStatus.OTHER),
             region=self.region, plan=raw.get("InstanceType") or "",
             ssh_host=(self.ssh_host_override or address) if state not in ("terminated", "shutting-down") else address,
-            ssh_port=self.ssh_port, created_at=self.clock.to_local(_naive_utc(raw.get("LaunchTime"))),
+            ssh_port=self.ssh_port, created_at=self._api.clock.to_local(_naive_utc(raw.get("LaunchTime"))),
             hourly_price=self._price(self.region, raw.get("InstanceType") or ""),
             tags=tuple(k for k in tags if k != "Name"),
         )
 
-    @staticmethod
-    def _owner_tags(label: str) -> list[dict[str, str]]:
-        return [{"Key": "Name", "Value": label}, {"Key": OWNER_TAG, "Value": ""}]
+    def _ec2(self, region: str | None = None) -> Any:
+        return self._api.client("ec2", region)
 
-    # -- plumbing ------------------------------------------------------------------------------------------------
-
-    def _client(self, service: str, region: str | None = None) -> Any:
-        """One client per (service, region), built at first use (boto3 sessions are not thread-safe, clients are)."""
-        key = (service, region or self.region)
-        with self._lock:
-            if key not in self._clients:
-                kwargs: dict[str, Any] = {"region_name": key[1], "config": self._config}
-                if self.endpoint_url:
-                    kwargs["endpoint_url"] = self.endpoint_url
-                client = self._session.client(service, **kwargs)
-                client.meta.events.register("after-call", self._note_date)
-                self._clients[key] = client
-            return self._clients[key]
-
-    def _note_date(self, http_response: Any = None, **_kwargs: Any) -> None:
-        """Every answer's ``Date`` feeds the clock-offset estimate (app.domain.clock_offset)."""
-        provider_time = parse_http_date(getattr(http_response, "headers", {}).get("Date"))
-        if provider_time is not None:
-            self.clock.observe(provider_time, datetime.now(timezone.utc).replace(tzinfo=None))
-
-    def _call(self, what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
-              region: str | None = None, plan: str | None = None, thing: str = "object",
-              attempts: int = MAX_ATTEMPTS) -> T:
-        """Run one API operation with maider's retries; every failure leaves as a typed ``ProviderError``.
-
-        ``recover`` runs after an ambiguous failure (timeout, throttling, 5xx) before any retry: when it finds the
-        effect already happened (the instance exists), its result is returned instead of sending the request again.
-        """
-        waited = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except Exception as exc:  # noqa: BLE001 - every exit goes through translate
-                error = translate(exc, what, region=region or self.region, plan=plan, thing=thing)
-                cause = exc
-            if recover is not None and error.retryable:
-                found = recover()
-                if found is not None:
-                    log.warning("aws: %s answered %s, but it had taken effect; using the result", what, error)
-                    return found
-            delay = self._delay(attempt)
-            if not error.retryable or attempt >= attempts or waited + delay > self.max_wait_s:
-                if error.retryable and attempts > 1:
-                    raise self._exhausted(error, attempt, waited) from cause
-                if error is cause:
-                    raise error
-                raise error from cause
-            log.info("aws: %s failed (%s); retry %d of %d in %.1fs", what, error, attempt, attempts - 1, delay)
-            self._sleep(delay)
-            waited += delay
-
-    def _delay(self, attempt: int) -> float:
-        base = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
-        return base + self._random.uniform(0, base * BACKOFF_JITTER)
-
-    @staticmethod
-    def _exhausted(error: ProviderError, attempts: int, waited: float) -> ProviderError:
-        tried = f"after {attempts} attempt{'s' if attempts > 1 else ''} over {waited:.0f}s"
-        if isinstance(error, RateLimited):
-            return RateLimited(f"{error} ({tried}); wait a minute and try again", retry_after=error.retry_after)
-        return TransientError(f"{error} ({tried})")
+    # -- prices ----------------------------------------------------------------------------------------------------
 
     def _price(self, region: str, type_id: str) -> float:
         with self._lock:

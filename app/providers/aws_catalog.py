@@ -1,4 +1,5 @@
-"""AWS facts maider keeps itself: the GPU families it offers, an on-demand price table, region names (pure data).
+"""AWS facts maider keeps itself -- the GPU families it offers, an on-demand price table, region names -- and the
+pure reading of EC2's and the Pricing API's answers.
 
 EC2's own API has no prices; the Pricing API has them but answers slowly and needs its own permission, so a dated
 table covers the common regions and ``AwsProvider.refresh_prices()`` replaces it from the Pricing API on request.
@@ -7,6 +8,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from app.domain.gpu_catalog import gpu_by_name
+from app.providers.base import GpuPlan
 
 # GPU families vLLM can use: NVIDIA GPUs on x86_64 (g5g's T4G is an Arm host; g6f/gr6f are fractional GPUs; the
 # Inferentia/Trainium families are not GPUs). p-families need a quota most accounts have to ask for.
@@ -81,3 +85,23 @@ def on_demand_usd(price_item: str | dict[str, Any]) -> float | None:
             if price > 0:
                 return price
     return None
+
+
+def gpu_plan(raw_type: dict[str, Any], region: str, price: float, offered: bool) -> GpuPlan | None:
+    """A plan from one DescribeInstanceTypes entry; None for a type without NVIDIA GPUs."""
+    gpus = [g for g in (raw_type.get("GpuInfo") or {}).get("Gpus") or () if g.get("Manufacturer") == "NVIDIA"]
+    count = sum(int(g.get("Count") or 0) for g in gpus)
+    if not count:
+        return None
+    first = gpus[0]
+    memory_gb = round(int((first.get("MemoryInfo") or {}).get("SizeInMiB") or 0) / 1024)
+    name = str(first.get("Name") or "")
+    type_id = raw_type["InstanceType"]
+    return GpuPlan(
+        # the memory tells AWS's one name "A100" apart: 40 GB (p4d) and 80 GB (p4de)
+        id=type_id, label=f"{type_id} ({count}x NVIDIA {name} {memory_gb} GB)", gpus=count,
+        gpu=gpu_by_name(f"{name} {memory_gb}GB"), hourly_price=price,
+        memory_mb=int((raw_type.get("MemoryInfo") or {}).get("SizeInMiB") or 0),
+        vcpus=int((raw_type.get("VCpuInfo") or {}).get("DefaultVCpus") or 0),
+        regions=(region,) if offered else (),
+    )

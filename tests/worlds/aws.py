@@ -208,8 +208,8 @@ class AwsWorld:
         backend = ssm_backends[DEFAULT_ACCOUNT_ID][REGION]
         backend._parameters[UBUNTU_AMI_PARAMETER].append(Parameter(
             account_id=DEFAULT_ACCOUNT_ID, name=UBUNTU_AMI_PARAMETER, value=image_id, parameter_type="String",
-            description=None, allowed_pattern=None, keyid=None, last_modified_date=datetime.now(timezone.utc), version=1,
-            data_type="aws:ec2:image"))
+            description=None, allowed_pattern=None, keyid=None, last_modified_date=datetime.now(timezone.utc),
+            version=1, data_type="aws:ec2:image"))
         return image_id
 
 
