@@ -69,15 +69,21 @@ def hidden_state(html: str) -> dict[str, str]:
     return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html))
 
 
-def test_setup_page_starts_at_the_tier_with_progress(client) -> None:
+def test_setup_page_starts_at_the_cloud_then_the_tier_with_progress(client, csrf) -> None:
     response = client.get("/setup/")
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and "<html" in html
-    assert 'aria-current="step"' in html and "Capability" in html and "Review &amp; save" in html
+    assert 'aria-current="step"' in html and "Cloud" in html and "Capability" in html and "Review &amp; save" in html
+    assert "Which cloud runs the GPU?" in html
+    assert re.search(r'<input type="radio" name="provider" value="simulated" checked>', html)  # demo mode
+    assert re.search(r'name="provider" value="linode" disabled', html)
+    assert "css/wizard.css" in html and "js/wizard.js" in html
+
+    html = post(client, csrf, "/setup/provider", {"provider": "simulated"})
+    assert hidden_state(html) == {"provider": "simulated"}
     assert re.search(r'<input type="radio" name="tier" value="small" checked>', html)
     for tier in ("medium", "large", "custom"):
         assert f'name="tier" value="{tier}"' in html
-    assert "css/wizard.css" in html and "js/wizard.js" in html
 
 
 def test_each_step_returns_the_next_partial_carrying_the_choices(client, csrf) -> None:
@@ -262,11 +268,17 @@ def test_keyboard_journey_in_chromium(page, live_demo_url, tmp_path: Path) -> No
     violations: list[str] = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(live_demo_url + "/setup/")
+    assert page.is_disabled("input[name=provider][value=linode]")  # demo mode: the simulated cloud only
+    page.focus("input[name=provider][value=simulated]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=How capable should the model be?")
+    # focus moves once htmx has settled the swap, a moment after the text appears
+    page.wait_for_function("document.activeElement.classList.contains('wizard-title')")
     page.focus("input[name=tier][value=small]")
     page.keyboard.press("ArrowRight")  # radio group: small -> medium
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Where should the GPU run?")
-    assert page.evaluate("document.activeElement.classList.contains('wizard-title')")
+    page.wait_for_function("document.activeElement.classList.contains('wizard-title')")
     page.check("input[name=region][value=us-ord]")
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Which GPU plan?")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from app.config import default_home
+from app.config import PROVIDER_NAMES, default_home
 from app.domain.cost import format_money
 from app.domain.sizing import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS, format_context
 from app.services import project_folders
@@ -33,9 +33,35 @@ def _fail(exc: wizard_service.WizardError) -> click.ClickException:
     return click.ClickException(" ".join(str(exc).split()))
 
 
+def _choose_provider(ctx: wizard_service.Context, asked: str | None, yes: bool) -> str:
+    """The cloud: asked only when more than one can be used; those without credentials say how to add them."""
+    options = wizard_service.provider_options(ctx)
+    usable = [o for o in options if o.enabled]
+    if asked is not None:
+        return asked
+    if len(usable) == 1:
+        click.echo(click.style("1. Cloud", bold=True) + f"  → {usable[0].label} ({usable[0].detail})")
+        return usable[0].name
+    click.echo(click.style("1. Cloud", bold=True))
+    numbered = []
+    for option in options:
+        mark = click.style("  (recommended)", fg="green") if option.recommended else ""
+        if option.enabled:
+            numbered.append(option)
+            click.echo(f"  {len(numbered):>2}) {option.label}{mark}")
+            click.echo(f"      {click.style(option.detail, dim=True)}")
+        else:
+            click.echo(click.style(f"   –  {option.label}: {option.detail}", dim=True))
+    default = next(i for i, o in enumerate(numbered) if o.recommended)
+    if yes:
+        click.echo(f"  → {numbered[default].label}")
+        return numbered[default].name
+    return numbered[click.prompt("Choice", type=click.IntRange(1, len(numbered)), default=default + 1) - 1].name
+
+
 def _choose_tier(yes: bool) -> str:
     rows = [(t.label, t.summary) for t in wizard_service.TIER_OPTIONS]
-    return wizard_service.TIER_OPTIONS[_pick("1. Capability", rows, 0, yes)].key
+    return wizard_service.TIER_OPTIONS[_pick("2. Capability", rows, 0, yes)].key
 
 
 def _choose_region(ctx: wizard_service.Context, tier: str, yes: bool) -> str:
@@ -48,7 +74,7 @@ def _choose_region(ctx: wizard_service.Context, tier: str, yes: bool) -> str:
         hint = f" · {o.latency.text}" if o.latency else ""
         rows.append((f"{o.region.label} ({o.region.id})", f"{o.fitting_plans} plan{'s' if o.fitting_plans != 1 else ''} fit{'s' if o.fitting_plans == 1 else ''}{price}{hint}"))
     default = next(i for i, o in enumerate(options) if o.recommended)
-    return options[_pick("2. Region", rows, default, yes)].region.id
+    return options[_pick("3. Region", rows, default, yes)].region.id
 
 
 def _choose_plan(ctx: wizard_service.Context, tier: str, region: str, yes: bool) -> str:
@@ -64,7 +90,7 @@ def _choose_plan(ctx: wizard_service.Context, tier: str, region: str, yes: bool)
                 f" · too small for {tier} models"
         rows.append((o.plan.id, wizard_service.describe_plan(o.plan) + fit))
     default = next((i for i, o in enumerate(options) if o.recommended), 0)
-    return options[_pick("3. GPU plan (cheapest first)", rows, default, yes)].plan.id
+    return options[_pick("4. GPU plan (cheapest first)", rows, default, yes)].plan.id
 
 
 def _choose_model(ctx: wizard_service.Context, choices: wizard_service.Choices,
@@ -76,7 +102,7 @@ def _choose_model(ctx: wizard_service.Context, choices: wizard_service.Choices,
     rows.append((OTHER_MODEL, "any org/name on Hugging Face; sized from the Hub when it can be"))
     default = next((i for i, o in enumerate(options) if o.recommended), len(options))
     while True:
-        index = _pick("4. Model", rows, default, yes)
+        index = _pick("5. Model", rows, default, yes)
         if index < len(options):
             model_id, proposed = options[index].entry.model_id, options[index].context
         else:
@@ -98,11 +124,11 @@ def _choose_model(ctx: wizard_service.Context, choices: wizard_service.Choices,
 
 
 def _ask_tokens(ctx: wizard_service.Context, yes: bool) -> dict[str, str | None]:
-    click.echo(click.style("5. Credentials", bold=True))
+    click.echo(click.style("6. Credentials", bold=True))
     if ctx.demo:
         click.echo("  Demo mode: tokens are optional (nothing is created in a cloud).")
     tokens: dict[str, str | None] = {}
-    for key, info in wizard_service.credential_info(ctx.settings).items():
+    for key, info in wizard_service.credential_info(ctx.settings, ctx.provider_name).items():
         click.echo(f"  {info.variable}: {info.description}")
         if yes:
             tokens[key] = None
@@ -120,7 +146,7 @@ def _ask_tokens(ctx: wizard_service.Context, yes: bool) -> dict[str, str | None]
 
 
 def _show_review(result: wizard_service.Review) -> None:
-    click.echo(click.style("6. Review", bold=True))
+    click.echo(click.style("7. Review", bold=True))
     for problem in result.report.problems:
         click.secho(f"✗ {problem.variable}: {problem.message}", fg="red")
     for warning in result.warnings:
@@ -142,12 +168,16 @@ def _show_review(result: wizard_service.Review) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for .env and .env.secrets (default: the current directory).")
 @click.option("--demo", is_flag=True, help="Use the simulated cloud: no token needed, nothing costs money.")
+@click.option("--provider", type=click.Choice(PROVIDER_NAMES), metavar="PROVIDER",
+              help=f"Skip the cloud step: {', '.join(PROVIDER_NAMES)} (saved as PROVIDER).")
 @click.option("--yes", "-y", is_flag=True, help="Accept every recommendation and save without asking.")
-def wizard(workdir: Path | None, demo: bool, yes: bool) -> None:
-    """Set up .env and .env.secrets step by step: tier, region, GPU plan, model, context and credentials."""
+def wizard(workdir: Path | None, demo: bool, provider: str | None, yes: bool) -> None:
+    """Set up .env and .env.secrets step by step: cloud, tier, region, GPU plan, model, context and credentials."""
     ctx = wizard_service.open_context(workdir or Path.cwd(), default_home(), demo=demo)
     try:
-        choices = wizard_service.choose_tier(wizard_service.Choices(), _choose_tier(yes))
+        choices, ctx = wizard_service.choose_provider(ctx, wizard_service.Choices(),
+                                                      _choose_provider(ctx, provider, yes))
+        choices = wizard_service.choose_tier(choices, _choose_tier(yes))
         choices = wizard_service.choose_region(ctx, choices, _choose_region(ctx, choices.tier or "", yes))
         choices = wizard_service.choose_plan(ctx, choices, _choose_plan(ctx, choices.tier or "",
                                                                          choices.region or "", yes))

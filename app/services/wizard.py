@@ -1,7 +1,7 @@
 """The setup wizard's rules, shared by ``/setup`` and ``maider wizard``.
 
-Steps: capability tier → region (only regions with a plan that runs the tier's models) → GPU plan (the region's plans,
-cheapest first, the cheapest that fits recommended) → model and context (sized on that plan) → credentials → review
+Steps: cloud (those with credentials, Linode, and the demo) → capability tier → region (only regions with a plan
+that runs the tier's models) → GPU plan (the region's plans, cheapest first, the cheapest that fits recommended) → model and context (sized on that plan) → credentials → review
 (``validate_launch`` on the would-be settings) → save. Saving merges into ``.env`` and ``.env.secrets``: keys the
 wizard does not manage, comments and blank lines are kept; both files end up 0600. Secrets are never returned by any
 function here, only where they were found.
@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app.config import ENV_FILE, SECRETS_FILE, Secret, Settings, load_settings
+from app.config import ENV_FILE, PROVIDER_NAMES, SECRETS_FILE, Secret, Settings, load_settings
 from app.domain.cost import format_money
 from app.domain.models_catalog import CATALOG, CatalogModel
 from app.domain.sizing import CONTEXT_STEP, ModelFacts, best_tp, estimate_fit, format_context, recommend
@@ -23,6 +23,7 @@ from app.errors import ConfigError, UserError
 from app.providers import get_provider
 from app.providers.base import GpuPlan, Provider, ProviderError, Region
 from app.services import catalog as catalog_service
+from app.services import providers as providers_service
 from app.services.env_files import FILE_MODE, merge_env_file
 from app.services.model_info import ModelLookupError, lookup_model, validate_model_id
 from app.services.validation import ValidationReport, cheapest_fit_hint, validate_launch
@@ -33,7 +34,8 @@ CUSTOM_TIER = "custom"
 MIN_USEFUL_CONTEXT = 4096  # below this a coding assistant cannot hold a file and a question
 DEFAULT_CONTEXT = 32768  # proposed for a model outside maider's catalog (capped at what fits)
 DEFAULT_IDLE_MINUTES = 60  # autostop for new configurations: an idle VM is destroyed after this long
-ENV_KEYS = ("REGION", "TYPE", "MODEL_ID", "SERVED_MODEL_NAME", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PARALLEL_SIZE")
+ENV_KEYS = ("PROVIDER", "REGION", "TYPE", "MODEL_ID", "SERVED_MODEL_NAME", "VLLM_MAX_MODEL_LEN",
+            "VLLM_TENSOR_PARALLEL_SIZE")
 SECRET_KEYS = {"linode": "LINODE_TOKEN", "hf": "HUGGING_FACE_HUB_TOKEN"}
 _OP_REFERENCE = re.compile(r"^op://[^/\r\n]+/[^/\r\n]+(/[^/\r\n]+)+$")  # names may hold spaces
 _TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable ASCII, no spaces
@@ -129,6 +131,7 @@ class ModelSizing:
 class Choices:
     """Everything picked before the credentials step; travels between steps in hidden fields."""
 
+    provider: str | None = None  # None: the project's PROVIDER (the demo's simulated cloud in demo mode)
     tier: str | None = None
     region: str | None = None
     plan: str | None = None
@@ -187,11 +190,12 @@ class Context:
     demo: bool
     settings: Settings
     provider_factory: Callable[[str, Settings, Path], Provider] = get_provider
+    chosen_provider: str | None = None  # the provider step's answer; None: the project's PROVIDER
     _provider: Provider | None = None
 
     @property
     def provider_name(self) -> str:
-        return "simulated" if self.demo else self.settings.provider
+        return "simulated" if self.demo else (self.chosen_provider or self.settings.provider)
 
     def provider(self) -> Provider:
         if self._provider is None:
@@ -203,10 +207,71 @@ class Context:
 
 
 def open_context(workdir: Path | str, home: Path | str, demo: bool = False,
-                 environ: Mapping[str, str] | None = None) -> Context:
-    """Read the current settings of ``workdir``; the provider is built when first needed."""
+                 environ: Mapping[str, str] | None = None, provider: str | None = None) -> Context:
+    """Read the current settings of ``workdir``; the provider (``provider``, else PROVIDER) is built when first
+    needed. An unknown provider name is ignored: the provider step refuses it with a message."""
     workdir = Path(workdir)
-    return Context(workdir=workdir, home=Path(home), demo=demo, settings=load_settings(workdir, environ))
+    chosen = provider if provider in PROVIDER_NAMES else None
+    return Context(workdir=workdir, home=Path(home), demo=demo, settings=load_settings(workdir, environ),
+                   chosen_provider=chosen)
+
+
+@dataclass(frozen=True)
+class ProviderOption:
+    name: str  # e.g. "digitalocean"
+    label: str  # e.g. "DigitalOcean"
+    enabled: bool  # credentials found (Linode: its token can be pasted at the last step; the demo: always)
+    detail: str  # one line: where the credentials were found, or how to add them
+    recommended: bool = False
+
+
+def provider_options(ctx: Context) -> list[ProviderOption]:
+    """Every cloud maider knows, those with credentials enabled, then the demo; the current one recommended.
+
+    Linode stays enabled without a token, since the wizard's last step saves one; in demo mode only the simulated
+    cloud is (the panel then launches nowhere else)."""
+    options = []
+    configured = set(providers_service.configured_providers(ctx.settings, ctx.home))
+    for name in providers_service.CLOUD_ORDER:
+        if ctx.demo:
+            enabled = False
+            detail = "demo mode: restart 'maider serve' with this provider's credentials to use it"
+        elif name in configured:
+            enabled, detail = True, "credentials found"
+        elif name == "linode":
+            enabled = True
+            detail = ("no token yet: paste one at the last step (a cloud.linode.com token with Linodes "
+                      "read/write), or log in with linode-cli")
+        else:
+            enabled, detail = False, "no credentials: " + providers_service.HOW_TO_CONFIGURE[name]
+        options.append(ProviderOption(name, providers_service.LABELS[name], enabled, detail))
+    options.append(ProviderOption(providers_service.DEMO, providers_service.LABELS[providers_service.DEMO], True,
+                                  "try every step offline: nothing is created in a cloud"))
+    best = _recommended(options, ctx.provider_name, configured)
+    options[best] = replace(options[best], recommended=True)
+    return options
+
+
+def _recommended(options: list[ProviderOption], current: str, configured: set[str]) -> int:
+    """PROVIDER when it can launch; else the first cloud with credentials; else PROVIDER when it is enabled (Linode:
+    its token comes at the last step); else the demo."""
+    def ready(o: ProviderOption) -> bool:
+        return o.enabled and (o.name == providers_service.DEMO or o.name in configured)
+
+    rules = (lambda o: o.name == current and ready(o), lambda o: ready(o) and o.name != providers_service.DEMO,
+             lambda o: o.name == current and o.enabled, lambda o: o.enabled)
+    return next(i for rule in rules for i, o in enumerate(options) if rule(o))
+
+
+def choose_provider(ctx: Context, choices: Choices, name: str | None) -> tuple[Choices, Context]:
+    """Accept an enabled provider; another provider starts over (regions and plans are the provider's own)."""
+    option = next((o for o in provider_options(ctx) if o.name == name), None)
+    if option is None:
+        raise WizardError(f"unknown provider '{name}': pick one of {', '.join(PROVIDER_NAMES)}", "provider")
+    if not option.enabled:
+        raise WizardError(f"{option.label} cannot be used yet: {option.detail}", "provider")
+    chosen = keep_or_start(choices, "provider", name) or Choices(provider=name)
+    return chosen, replace(ctx, chosen_provider=name, _provider=None)
 
 
 def _provider_error(exc: Exception, what: str, provider: str) -> WizardError:
@@ -401,10 +466,13 @@ def _alternative(ctx: Context, tier: str, region: str, facts: ModelFacts, contex
     return cheapest_fit_hint(recommend(facts, context, plans), context, region)
 
 
-def credential_info(settings: Settings) -> dict[str, CredentialInfo]:
-    """Where each credential was found ("linode", "hf"), never its value."""
+def credential_info(settings: Settings, provider: str | None = None) -> dict[str, CredentialInfo]:
+    """Where each credential was found ("linode", "hf"), never its value; a provider other than Linode (or the
+    demo) brings its own credentials, so the Linode token is left out for it."""
     info = {}
     for key, variable in SECRET_KEYS.items():
+        if key == "linode" and provider not in (None, "linode", "simulated"):
+            continue
         secret = settings.linode_token if key == "linode" else settings.hf_token
         info[key] = CredentialInfo(
             variable=variable, found=secret is not None, source=secret.source if secret else None,
@@ -440,8 +508,7 @@ def would_be_settings(ctx: Context, choices: Choices, tokens: Mapping[str, str |
         overrides["watchdog_enabled"] = True
         if "WATCHDOG_TIMEOUT_MINUTES" not in ctx.settings.sources:
             overrides["watchdog_timeout_minutes"] = DEFAULT_IDLE_MINUTES
-    if ctx.demo:
-        overrides["provider"] = "simulated"
+    overrides["provider"] = ctx.provider_name
     if tokens.get("linode"):
         overrides["linode_token"] = Secret(tokens["linode"], "LINODE_TOKEN", "the wizard")
     if tokens.get("hf"):
@@ -461,9 +528,10 @@ def review(ctx: Context, choices: Choices, tokens: Mapping[str, str | None] | No
         raise WizardError(str(exc)) from None
     report = validate_launch(settings, provider, ctx.home, model_lookup=model_lookup)
     warnings = [f"{variable} is set in the environment, which overrides what is saved to {ENV_FILE}"
-                for variable in ("REGION", "TYPE", "MODEL_ID", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PARALLEL_SIZE")
+                for variable in ("PROVIDER", "MAIDER_PROVIDER", "REGION", "TYPE", "MODEL_ID", "VLLM_MAX_MODEL_LEN",
+                                 "VLLM_TENSOR_PARALLEL_SIZE")
                 if ctx.settings.sources.get(variable) == "environment"]
-    for key, info in credential_info(ctx.settings).items():
+    for key, info in credential_info(ctx.settings, ctx.provider_name).items():
         if tokens.get(key) and info.overridden_by_environment:
             warnings.append(f"{info.variable} is set in the environment, which overrides the token saved to "
                             f"{SECRETS_FILE}")
@@ -483,6 +551,8 @@ def env_updates(ctx: Context, choices: Choices) -> dict[str, str | None]:
         "VLLM_MAX_MODEL_LEN": str(choices.max_model_len) if choices.max_model_len else None,
         "VLLM_TENSOR_PARALLEL_SIZE": str(choices.tensor_parallel_size) if choices.tensor_parallel_size else None,
     }
+    if not ctx.demo:  # a demo run leaves PROVIDER alone: the configuration is for the cloud used later
+        updates = {"PROVIDER": ctx.provider_name, **updates}
     if "WATCHDOG_ENABLED" not in ctx.settings.sources:
         updates["WATCHDOG_ENABLED"] = "true"
         if "WATCHDOG_TIMEOUT_MINUTES" not in ctx.settings.sources:
@@ -523,7 +593,7 @@ def describe_plan(plan: GpuPlan) -> str:
 def choose_tier(choices: Choices, tier: str | None) -> Choices:
     """Set the tier; another tier starts over, since every later choice depends on it."""
     tier_models(tier)
-    return keep_or_start(choices, "tier", tier) or Choices(tier=tier)
+    return keep_or_start(choices, "tier", tier) or Choices(provider=choices.provider, tier=tier)
 
 
 def keep_or_start(choices: Choices, attr: str, value: str | None) -> Choices | None:
@@ -537,13 +607,14 @@ def choose_region(ctx: Context, choices: Choices, region: str | None) -> Choices
     options = region_options(ctx, choices.tier or "")
     if region not in {o.region.id for o in options}:
         raise WizardError(f"'{region}' offers no GPU plan for this tier: pick a region from the list", "region")
-    return kept or Choices(tier=choices.tier, region=region)
+    return kept or Choices(provider=choices.provider, tier=choices.tier, region=region)
 
 
 def choose_plan(ctx: Context, choices: Choices, plan_id: str | None) -> Choices:
     """Accept a plan offered in the chosen region."""
     plan = find_plan(ctx, choices.tier or "", choices.region or "", plan_id)
-    return keep_or_start(choices, "plan", plan.id) or Choices(tier=choices.tier, region=choices.region, plan=plan.id)
+    return keep_or_start(choices, "plan", plan.id) or Choices(provider=choices.provider, tier=choices.tier,
+                                                              region=choices.region, plan=plan.id)
 
 
 def choose_model(ctx: Context, choices: Choices, model_id: str, context: int | None, *,

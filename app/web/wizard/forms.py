@@ -24,6 +24,7 @@ def _int_or_none(raw: str | None) -> int | None:
 class StateForm(FlaskForm):
     """Choices of earlier steps, carried in hidden fields (never a secret)."""
 
+    provider = HiddenField()
     tier = HiddenField()
     region = HiddenField()
     plan = HiddenField()
@@ -34,7 +35,8 @@ class StateForm(FlaskForm):
 
     def choices(self) -> wizard_service.Choices:
         return wizard_service.Choices(
-            tier=self.tier.data or None, region=self.region.data or None, plan=self.plan.data or None,
+            provider=self.provider.data or None, tier=self.tier.data or None, region=self.region.data or None,
+            plan=self.plan.data or None,
             model_id=self.model_id.data or None, max_model_len=_int_or_none(self.context.data),
             tensor_parallel_size=_int_or_none(self.tp.data),
         )
@@ -42,6 +44,11 @@ class StateForm(FlaskForm):
     def prior_choices(self, step: str) -> wizard_service.Choices:
         """The choices as they stood before this submission (the step's own field at its earlier answer)."""
         return replace(self.choices(), **{step: self.previous.data or None})
+
+
+class ProviderForm(StateForm):
+    provider = RadioField("Cloud", validators=[InputRequired("Pick where the GPU runs.")], choices=[],
+                          validate_choice=False)  # services/wizard knows which are usable
 
 
 class TierForm(StateForm):

@@ -18,8 +18,8 @@ def _field_errors(form, exc: wizard_service.WizardError | None = None) -> dict[s
 
 @bp.get("/")
 def index():
-    """Show the wizard at its first step."""
-    return render_step("tier", form_for("tier", wizard_service.Choices()))
+    """Show the wizard at its first step: the cloud."""
+    return render_step("provider", form_for("provider", wizard_service.Choices()))
 
 
 @bp.post("/step/<step>")
@@ -29,6 +29,20 @@ def show(step: str):
         abort(404)
     choices = forms.StateForm().choices()
     return render_step(step if step in reachable(choices) else "tier", form_for(step, choices))
+
+
+@bp.post("/provider")
+def provider():
+    """Take the cloud (one with credentials, Linode, or the demo); show the capability tiers."""
+    form = forms.ProviderForm()
+    if form.validate_on_submit():
+        try:
+            choices, ctx = wizard_service.choose_provider(open_context(), form.prior_choices("provider"),
+                                                          form.provider.data)
+            return render_step("tier", form_for("tier", choices), ctx)
+        except wizard_service.WizardError as exc:
+            return render_step("provider", form, errors=_field_errors(form, exc))
+    return render_step("provider", form, errors=_field_errors(form))
 
 
 @bp.post("/tier")
@@ -44,7 +58,8 @@ def tier():
 @bp.post("/region")
 def region():
     """Take the region; show its GPU plans."""
-    form, ctx = forms.RegionForm(), open_context()
+    form = forms.RegionForm()
+    ctx = open_context(form.provider.data)
     if form.validate_on_submit():
         try:
             choices = wizard_service.choose_region(ctx, form.prior_choices("region"), form.region.data)
@@ -57,7 +72,8 @@ def region():
 @bp.post("/plan")
 def plan():
     """Take the GPU plan; show models that run on it."""
-    form, ctx = forms.PlanForm(), open_context()
+    form = forms.PlanForm()
+    ctx = open_context(form.provider.data)
     if form.validate_on_submit():
         try:
             choices = wizard_service.choose_plan(ctx, form.prior_choices("plan"), form.plan.data)
@@ -70,7 +86,8 @@ def plan():
 @bp.post("/model")
 def model():
     """Size the model on the plan at the context asked (largest that fits when empty); show the review."""
-    form, ctx = forms.ModelForm(), open_context()
+    form = forms.ModelForm()
+    ctx = open_context(form.provider.data)
     if form.validate_on_submit():
         try:
             choices, _sizing = wizard_service.choose_model(ctx, form.choices(), form.chosen_model_id(),
@@ -84,7 +101,8 @@ def model():
 @bp.post("/save")
 def save():
     """Validate with the typed tokens and merge everything into .env / .env.secrets; then go to the dashboard."""
-    form, ctx = forms.CredentialsForm(), open_context()
+    form = forms.CredentialsForm()
+    ctx = open_context(form.provider.data)
     if not form.validate_on_submit():
         return render_step("review", form, ctx, errors=_field_errors(form))
     try:

@@ -10,7 +10,7 @@ from app.web import wants_partial
 from app.web.wizard import forms
 
 STEPS: tuple[tuple[str, str], ...] = (
-    ("tier", "Capability"), ("region", "Region"), ("plan", "GPU plan"), ("model", "Model"),
+    ("provider", "Cloud"), ("tier", "Capability"), ("region", "Region"), ("plan", "GPU plan"), ("model", "Model"),
     ("review", "Review & save"),
 )
 STEP_NAMES = tuple(name for name, _label in STEPS)
@@ -18,7 +18,7 @@ STEP_NAMES = tuple(name for name, _label in STEPS)
 
 def reachable(choices: wizard_service.Choices) -> set[str]:
     """Steps the progress bar may jump to: every step whose earlier choices are made."""
-    made = (True, bool(choices.tier), bool(choices.region), bool(choices.plan), bool(choices.model_id))
+    made = (True, True, bool(choices.tier), bool(choices.region), bool(choices.plan), bool(choices.model_id))
     steps = set()
     for name, ok in zip(STEP_NAMES, made):
         if not ok:
@@ -29,22 +29,23 @@ def reachable(choices: wizard_service.Choices) -> set[str]:
 
 def form_for(step: str, choices: wizard_service.Choices) -> Any:
     """The step's form, pre-filled from earlier choices (not from the request)."""
-    state = {"tier": choices.tier, "region": choices.region, "plan": choices.plan, "model_id": choices.model_id,
-             "context": choices.max_model_len, "tp": choices.tensor_parallel_size}
+    state = {"provider": choices.provider, "tier": choices.tier, "region": choices.region, "plan": choices.plan,
+             "model_id": choices.model_id, "context": choices.max_model_len, "tp": choices.tensor_parallel_size}
     if step == "model":
         catalog_ids = {m.model_id for m in wizard_service.CATALOG}
         custom = bool(choices.model_id) and choices.model_id not in catalog_ids
         return forms.ModelForm(formdata=None, **state, model=forms.CUSTOM_MODEL if custom else choices.model_id,
                                custom_model_id=choices.model_id if custom else "", max_model_len=choices.max_model_len)
-    form_class = {"tier": forms.TierForm, "region": forms.RegionForm, "plan": forms.PlanForm,
-                  "review": forms.CredentialsForm}[step]
+    form_class = {"provider": forms.ProviderForm, "tier": forms.TierForm, "region": forms.RegionForm,
+                  "plan": forms.PlanForm, "review": forms.CredentialsForm}[step]
     return form_class(formdata=None, **state)
 
 
-def open_context() -> wizard_service.Context:
+def open_context(provider: str | None = None) -> wizard_service.Context:
+    """The wizard's context on the provider chosen at the first step (None: the project's PROVIDER)."""
     config = current_app.config
     return wizard_service.open_context(config["MAIDER_WORKDIR"], config["MAIDER_HOME"],
-                                       demo=bool(config.get("MAIDER_DEMO")))
+                                       demo=bool(config.get("MAIDER_DEMO")), provider=provider or None)
 
 
 def _options(ctx: wizard_service.Context, step: str, choices: wizard_service.Choices,
@@ -52,7 +53,9 @@ def _options(ctx: wizard_service.Context, step: str, choices: wizard_service.Cho
     """What the step lists; a provider or sizing failure becomes ``step_error`` (shown in the step)."""
     data: dict[str, Any] = {}
     try:
-        if step == "tier":
+        if step == "provider":
+            data["providers"] = wizard_service.provider_options(ctx)
+        elif step == "tier":
             data["tiers"] = wizard_service.TIER_OPTIONS
         elif step == "region":
             data["regions"] = wizard_service.region_options(ctx, choices.tier or "")
@@ -65,7 +68,7 @@ def _options(ctx: wizard_service.Context, step: str, choices: wizard_service.Cho
         elif step == "review":
             data["plan"] = wizard_service.find_plan(ctx, choices.tier or "", choices.region or "", choices.plan)
             data["review"] = review or wizard_service.review(ctx, choices)
-            data["credentials"] = wizard_service.credential_info(ctx.settings)
+            data["credentials"] = wizard_service.credential_info(ctx.settings, ctx.provider_name)
         if step in ("plan", "review"):
             data["region_name"] = wizard_service.region_name(ctx, choices.region)
     except wizard_service.WizardError as exc:
@@ -77,12 +80,13 @@ def render_step(step: str, form: Any, ctx: wizard_service.Context | None = None,
                 errors: dict[str, list[str]] | None = None, extra: dict[str, Any] | None = None,
                 review: wizard_service.Review | None = None) -> str:
     """The step's partial (htmx) or the whole page, from the one partial template."""
-    ctx = ctx or open_context()
     choices = form.choices()
+    ctx = ctx or open_context(choices.provider)
     data = _options(ctx, step, choices, review)
     context = {
         "step": step, "steps": STEPS, "step_index": STEP_NAMES.index(step), "reachable": reachable(choices),
-        "form": form, "choices": choices, "demo": ctx.demo, "workdir": str(ctx.workdir), "current": ctx.settings,
+        "form": form, "choices": choices, "demo": ctx.demo, "provider_name": ctx.provider_name,
+        "workdir": str(ctx.workdir), "current": ctx.settings,
         "field_errors": errors or {}, **data, **(extra or {}),
     }
     template = "wizard/_wizard.html" if wants_partial() else "wizard/index.html"
