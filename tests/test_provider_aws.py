@@ -236,3 +236,38 @@ def test_regions_say_where_gpus_are_offered(aws: AwsWorld) -> None:
     regions = {r.id: r for r in aws.provider.regions()}
     home = regions[REGION]
     assert (home.label, home.country, home.has_gpus, home.has_metadata) == ("US East (N. Virginia)", "us", True, True)
+
+
+def test_a_launch_on_aws_reaches_ready_and_records_why_there_is_no_failsafe(app, aws: AwsWorld) -> None:
+    from app.extensions import db
+    from app.models import Session, SessionState
+    from app.simulator.vm import VmBehaviour, vm_from_user_data
+    from engine_helpers import FAST_TIMINGS, drive, in_state, launch, write_project
+
+    vms: list = []
+
+    def start_vm(user_data: str) -> tuple[str, int]:
+        vm = vm_from_user_data(user_data, VmBehaviour.fast())
+        vm.start()
+        vms.append(vm)
+        return "127.0.0.1", vm.ssh_port
+
+    aws.boot_vms(start_vm)
+    app.config["MAIDER_PROVIDER_FACTORY"] = lambda name, settings, home: aws.provider
+    app.config["MAIDER_TIMINGS"] = FAST_TIMINGS
+    workdir = Path(app.config["MAIDER_WORKDIR"])
+    write_project(workdir, *aws.project_env())
+    try:
+        launch(app, "aws-no-failsafe", workdir)
+        ready = drive(app, "aws-no-failsafe", in_state(SessionState.READY, SessionState.FAILED), timeout=60)
+        assert ready.status == "ready", ready.status_message
+        with app.app_context():
+            warnings = [e.message for e in db.session.get(Session, ready.id).events if e.kind == "warning"]
+        assert any("failsafe not armed" in w and "not available on AWS" in w for w in warnings), warnings
+        assert ready.hourly_price == 1.006
+    finally:
+        from app.engine.runtime import runtime
+
+        runtime(app).close()
+        for vm in vms:
+            vm.stop()
