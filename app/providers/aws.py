@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = ["AwsProvider", "MAX_ATTEMPTS", "ROOT_VOLUME_GB", "UBUNTU_AMI_PARAMETE
 
 UBUNTU_AMI_PARAMETER = "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
 ROOT_VOLUME_GB = 120  # model weights (up to ~50 GB), the vLLM and Open WebUI images, the NVIDIA driver
+REGION_WORKERS = 8  # regions asked at once for their offerings
 FILTER_VALUES_MAX = 100  # values per EC2 filter, well under EC2's limit
 CLIENT_TOKEN_MAX = 64  # EC2's limit for ClientToken (ASCII)
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
@@ -138,20 +140,24 @@ class AwsProvider:
     # -- catalogue -----------------------------------------------------------------------------------------------
 
     def regions(self) -> list[Region]:
-        """The account's enabled regions; ``has_gpus`` when EC2 offers one of maider's GPU types there."""
+        """The account's enabled regions; ``has_gpus`` when EC2 offers one of maider's GPU types there (the regions
+        are asked in parallel: one request each)."""
         raw = self._api.call("list regions", lambda: self._ec2().describe_regions()["Regions"])
         names = [t["InstanceType"] for t in self._gpu_types(self.region)]
-        result = []
-        for entry in sorted(raw, key=lambda r: r["RegionName"]):
-            region_id = entry["RegionName"]
+
+        def has_gpus(region_id: str) -> bool:
             try:
-                has_gpus = bool(self._offered(region_id, names))
+                return bool(self._offered(region_id, names))
             except ProviderError as exc:  # a region the account cannot use right now
                 log.info("aws: cannot read offerings in %s (%s)", region_id, exc)
-                has_gpus = False
-            label, country = catalog.REGION_NAMES.get(region_id, (region_id, ""))
-            result.append(Region(id=region_id, label=label, country=country, has_gpus=has_gpus, has_metadata=True))
-        return result
+                return False
+
+        ids = sorted(entry["RegionName"] for entry in raw)
+        with ThreadPoolExecutor(max_workers=REGION_WORKERS, thread_name_prefix="aws-regions") as pool:
+            offered = dict(zip(ids, pool.map(has_gpus, ids)))
+        known = {region_id: catalog.REGION_NAMES.get(region_id, (region_id, "")) for region_id in ids}
+        return [Region(id=region_id, label=known[region_id][0], country=known[region_id][1],
+                       has_gpus=offered[region_id], has_metadata=True) for region_id in ids]
 
     def gpu_plans(self, region: str | None = None) -> list[GpuPlan]:
         """GPU instance types with EC2's GPU facts, priced for ``region`` (default: the provider's); when a region is
