@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from app.errors import UserError
 from app.services import aider as aider_service
 from app.services import cleanup as cleanup_service
-from app.services import project_folders, spending
+from app.services import project_folders
 from app.services import sessions as sessions_service
 from app.services import tunnels as tunnels_service
 from app.web import wants_partial
@@ -81,20 +81,26 @@ def live():
     version = views.dashboard_version()
     if _unchanged(version):
         return "", 204
+    response = current_app.make_response(_live_parts(version, oob=True))
+    response.headers["X-Live-Version"] = version
+    return response
 
+
+def _live_parts(version: str, oob: bool) -> Markup:
+    """The totals, the session cards and the orphans as of ``version``: rendered once for every tab of a browser
+    (the page and the live channel both show them), not once per request."""
     def render() -> str:
         overview = views.dashboard(current_app.config["MAIDER_HOME"])
         ended = views.recently_ended(overview.now)
-        return render_template("sessions/_live.html", overview=overview, ended=ended,
+        return render_template("sessions/_live.html", overview=overview, ended=ended, oob=oob,
                                list_v=views.list_version(overview.sessions, ended),
                                orphans_v=views.orphans_version(overview.orphans))
 
     user = current_user()
-    generate_csrf()  # the body carries a CSRF token: one per browser (its cookie), not per request
-    key = (version, user.id if user else None, user.role if user else None, flask_session.get("csrf_token"))
-    response = current_app.make_response(views.rendered_once(key, render))
-    response.headers["X-Live-Version"] = version
-    return response
+    generate_csrf()  # the empty state carries a CSRF token: one per browser (its cookie), not per request
+    key = (version, oob, user.id if user else None, user.role if user else None, flask_session.get("csrf_token"),
+           bool(current_app.config["MAIDER_DEMO"]))
+    return Markup(views.rendered_once(key, render))
 
 
 @bp.get("/sessions/list")
@@ -292,31 +298,27 @@ def _render_orphans(found) -> str:
 
 def _dashboard(form: LaunchForm, folder: str | None = None, **extra):
     live_v = views.dashboard_version()  # before reading: a change in between shows at the first poll
-    overview = views.dashboard(current_app.config["MAIDER_HOME"])
-    ended = views.recently_ended(overview.now)
-    return render_template("sessions/index.html", overview=overview, ended=ended, form=form,
-                           **_launch_context(folder or form.workdir.data, lenient=True),
-                           list_v=views.list_version(overview.sessions, ended), live_v=live_v,
-                           orphans_v=views.orphans_version(overview.orphans),
-                           spend_days=spending.per_day(spending.billed_intervals(overview.now), overview.now, 7),
-                           **extra)
+    spend = views.totals(current_app.config["MAIDER_HOME"])
+    return render_template("sessions/index.html", live_parts=_live_parts(live_v, oob=False), burn_rate=spend.burn_rate,
+                           form=form, **_launch_context(folder or form.workdir.data, lenient=True), live_v=live_v,
+                           spend_days=spend.spend_days, **extra)
 
 
-def _chosen_folder(folder: str | None) -> str:
+def _chosen_folder(folder: str | None, folders: list[str] | None = None) -> str:
     """The folder the user picked (checked: an existing folder of theirs), else the last one used, else the
     server's own."""
     if folder:
         return sessions_service.checked_workdir(folder)
-    return project_folders.known(current_app.config["MAIDER_WORKDIR"])[0]
+    return (folders or project_folders.known(current_app.config["MAIDER_WORKDIR"]))[0]
 
 
 def _launch_context(folder: str | None, lenient: bool = False) -> dict:
     """What the launch card shows: the chosen folder's saved configuration, and the folders it can switch to."""
+    folders = project_folders.known(current_app.config["MAIDER_WORKDIR"])
     try:
-        workdir = _chosen_folder(folder)
+        workdir = _chosen_folder(folder, folders)
     except UserError:
         if not lenient:
             raise
-        workdir = _chosen_folder(None)
-    return {"launch": views.launch_context(workdir, bool(current_app.config["MAIDER_DEMO"])),
-            "folders": project_folders.known(current_app.config["MAIDER_WORKDIR"])}
+        workdir = folders[0]
+    return {"launch": views.launch_context(workdir, bool(current_app.config["MAIDER_DEMO"])), "folders": folders}

@@ -23,6 +23,8 @@ from app.extensions import db
 from app.redaction import redact
 from app.models import LAUNCH_STATES, Event, Session, SessionState, utcnow
 from app.services import sessions as sessions_service
+from app.services import spending
+from app.web.sessions import db_stamp
 
 RECENTLY_ENDED = timedelta(minutes=15)  # ended sessions stay on the dashboard this long, so nobody misses a failure
 EVENTS_SHOWN = 200
@@ -178,7 +180,30 @@ _CARD_COLUMNS = (Session.id, Session.name, Session.status, Session.stage_detail,
                  Session.workdir, Session.api_port, Session.webui_port)
 
 
-def dashboard_version(now: datetime | None = None) -> str:
+_versions: dict[str, tuple[db_stamp.Stamp, float, datetime, str]] = {}
+_versions_lock = threading.Lock()
+VERSION_MAX_AGE = timedelta(seconds=1)  # bounds how late a session leaves "recently ended" (it depends on the time)
+
+
+def dashboard_version() -> str:
+    """The change version of the whole dashboard, recomputed only when something committed to the database since
+    (two ``stat`` calls instead of three queries per poll), or after ``VERSION_MAX_AGE``."""
+    path = db_stamp.database_file(str(db.engine.url))
+    seen = db_stamp.stamp(path) if path is not None else None
+    now, key = utcnow(), str(path)
+    with _versions_lock:
+        memo = _versions.get(key)
+    if (seen is not None and memo is not None and memo[0] == seen and now < memo[2]
+            and time.monotonic() - memo[1] < VERSION_MAX_AGE.total_seconds()):
+        return memo[3]
+    version = dashboard_version_now(now)
+    if seen is not None:
+        with _versions_lock:
+            _versions[key] = (seen, time.monotonic(), now + VERSION_MAX_AGE, version)
+    return version
+
+
+def dashboard_version_now(now: datetime | None = None) -> str:
     """The change version of the whole dashboard (cards, recently ended, orphans, totals' rates and the day)."""
     from app.models import OrphanInstance
 
@@ -204,23 +229,28 @@ class Totals:
     burn_rate: float
     spent_today: float
     spent_total: float
+    spend_days: spending.Series  # the dashboard's chart: spend per day over the last week
 
 
-_totals_cache: dict[str, tuple[float, Totals]] = {}
+_totals_cache: dict[str, tuple[float, str, Totals]] = {}
 _totals_lock = threading.Lock()
+SPEND_CHART_DAYS = 7
 
 
 def totals(cache_key: str, max_age: timedelta = TOTALS_MAX_AGE) -> Totals:
-    """The spend totals, computed at most once per ``max_age`` however many tabs poll them."""
+    """The spend totals and the week's chart, computed at most once per ``max_age`` however many tabs ask, and again
+    as soon as the dashboard's version moves (a live answer never shows totals from before its change)."""
     now = time.monotonic()
+    version = dashboard_version()
     with _totals_lock:
         cached = _totals_cache.get(cache_key)
-        if cached is not None and now - cached[0] < max_age.total_seconds():
-            return cached[1]
+        if cached is not None and cached[1] == version and now - cached[0] < max_age.total_seconds():
+            return cached[2]
     overview = sessions_service.dashboard_overview()
-    value = Totals(overview.burn_rate, overview.spent_today, overview.spent_total)
+    week = spending.per_day(spending.billed_intervals(overview.now), overview.now, SPEND_CHART_DAYS)
+    value = Totals(overview.burn_rate, overview.spent_today, overview.spent_total, week)
     with _totals_lock:
-        _totals_cache[cache_key] = (now, value)
+        _totals_cache[cache_key] = (now, version, value)
     return value
 
 
@@ -291,6 +321,21 @@ def gpu_rows(session: Session) -> list[dict[str, Any]]:
 def metrics(session: Session) -> dict[str, Any] | None:
     value = (session.engine_state or {}).get("metrics")
     return value if isinstance(value, dict) and value else None
+
+
+SAMPLE_FIELDS = ("t", "tokens_per_s", "running", "waiting", "kv_cache_usage", "cost")  # the monitor's sample rows
+
+
+def sample_columns(session: Session) -> dict[str, list[float]]:
+    """The monitor's samples (a bounded ring) as one column per field, as the session page's charts plot them."""
+    samples = (session.engine_state or {}).get("samples") or []
+    return {field: [row[i] for row in samples] for i, field in enumerate(SAMPLE_FIELDS)}
+
+
+def samples_version(session: Session) -> tuple:
+    """A new sample always comes last and has a later time: the count and the last row tell a change."""
+    samples = (session.engine_state or {}).get("samples") or []
+    return (len(samples), samples[-1] if samples else None)
 
 
 def log_tail(session: Session) -> str:
