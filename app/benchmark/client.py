@@ -2,26 +2,32 @@
 
 Per request: the clock starts just before the POST; each SSE message with non-empty ``choices`` is a token chunk:
 the first gives TTFT, each later one adds a gap to ITL; latency ends at the last token chunk; the output length is
-``usage.completion_tokens`` (``stream_options.include_usage``), never a count of chunks.
+``usage.completion_tokens`` (``stream_options.include_usage``), never a count of chunks. The times are read at the
+socket (``wire.TimedStream``: the request's first byte written, each chunk's bytes received), so other requests'
+work and the event loop's turn order stay out of them.
 Load per level: all requests at once (``request_rate`` = inf) or gamma-distributed gaps (Poisson at burstiness 1),
 limited by a semaphore of ``max_concurrency``. Warm-up requests run before the first level and are not counted.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import math
 import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import httpcore
 import httpx
 
 from app.benchmark.prompts import Prompt
+from app.benchmark.wire import TimedBackend, TimedStream
 from app.domain.benchmark_stats import RequestOutcome
 
 REQUEST_TIMEOUT = httpx.Timeout(connect=30.0, read=600.0, write=60.0, pool=None)
@@ -91,8 +97,7 @@ class _ConnectionSlots:
         self._tls = ssl.create_default_context()  # built once: a context per client costs ~10 ms of CPU each
 
     def _new_client(self) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT, trust_env=False, verify=self._tls,
-                                   limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT, trust_env=False, transport=_timed_transport(self._tls))
         self._all.append(client)
         return client
 
@@ -127,6 +132,20 @@ class _ConnectionSlots:
             await client.aclose()
 
 
+def _timed_transport(tls: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport on a one-connection httpcore pool whose connections are ``TimedStream``s.
+
+    httpx takes no network backend, so its pool is swapped for one built with the same settings; where that is not
+    possible (another httpx), the default pool stays and the client falls back to reading the clock in its task.
+    """
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    transport = httpx.AsyncHTTPTransport(verify=tls, trust_env=False, limits=limits)
+    if hasattr(transport, "_pool"):
+        transport._pool = httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=1,
+                                                       max_keepalive_connections=1, network_backend=TimedBackend())
+    return transport
+
+
 class Cancelled(Exception):
     """The run was cancelled; ``runs`` holds the levels that finished."""
 
@@ -151,47 +170,64 @@ def request_body(target: Target, prompt: Prompt, ignore_eos: bool) -> dict:
 async def send_request(client: httpx.AsyncClient, target: Target, prompt: Prompt, ignore_eos: bool,
                        level_start: float = 0.0) -> RequestOutcome:
     """One streamed request, timed; never raises for a server or network failure (the outcome says why)."""
-    ttft = 0.0
-    itl: list[float] = []
-    usage: dict | None = None
-    first = True
-    start = time.perf_counter()
-    most_recent = start
+    start = time.perf_counter()  # replaced by the socket's send time once the reply starts
+    reading = _StreamTimes(start)
     try:
         async with client.stream("POST", target.url, json=request_body(target, prompt, ignore_eos),
                                  headers=target.headers()) as response:
+            wire = response.extensions.get("network_stream")
+            timed = wire if isinstance(wire, TimedStream) else None
+            if timed is not None:
+                start = reading.start = reading.most_recent = timed.sent_at
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")
                 return RequestOutcome(False, error=f"HTTP {response.status_code}: {text[:ERROR_TEXT_MAX]}",
                                       started_at=start - level_start)
             async for line in response.aiter_lines():
-                now = time.perf_counter()
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    continue
-                message = json.loads(payload)
-                if message.get("choices"):
-                    if first:
-                        ttft, first = now - start, False
-                    else:
-                        itl.append(now - most_recent)
-                    most_recent = now
-                elif isinstance(message.get("usage"), dict):
-                    usage = message["usage"]
+                if line.startswith("data:"):
+                    reading.add(timed.received_at if timed is not None else time.perf_counter(), line)
     except (httpx.HTTPError, ValueError) as exc:
         return RequestOutcome(False, error=f"{type(exc).__name__}: {str(exc)[:ERROR_TEXT_MAX]}",
                               started_at=start - level_start)
-    if first:
-        return RequestOutcome(False, error="Never received a valid chunk to calculate TTFT.",
-                              started_at=start - level_start)
-    if usage is None:
-        return RequestOutcome(False, error="the server sent no usage (stream_options.include_usage)",
-                              started_at=start - level_start)
-    return RequestOutcome(True, prompt_len=int(usage.get("prompt_tokens") or 0),
-                          output_len=int(usage.get("completion_tokens") or 0), ttft=ttft,
-                          latency=most_recent - start, itl=tuple(itl), started_at=start - level_start)
+    return reading.outcome(level_start)
+
+
+class _StreamTimes:
+    """One reply's SSE data lines with the time each arrived, read exactly as ``vllm bench serve`` reads them."""
+
+    def __init__(self, start: float) -> None:
+        self.start = self.most_recent = start
+        self.ttft = 0.0
+        self.itl: list[float] = []
+        self.usage: dict | None = None
+        self.first = True
+
+    def add(self, arrived: float, line: str) -> None:
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        message = json.loads(payload)
+        if not isinstance(message, dict):
+            raise ValueError(f"a stream message that is not a JSON object: {payload[:80]!r}")
+        if message.get("choices"):
+            if self.first:
+                self.ttft, self.first = arrived - self.start, False
+            else:
+                self.itl.append(arrived - self.most_recent)
+            self.most_recent = arrived
+        elif isinstance(message.get("usage"), dict):
+            self.usage = message["usage"]
+
+    def outcome(self, level_start: float) -> RequestOutcome:
+        started_at = self.start - level_start
+        if self.first:
+            return RequestOutcome(False, error="Never received a valid chunk to calculate TTFT.", started_at=started_at)
+        if self.usage is None:
+            return RequestOutcome(False, error="the server sent no usage (stream_options.include_usage)",
+                                  started_at=started_at)
+        return RequestOutcome(True, prompt_len=int(self.usage.get("prompt_tokens") or 0),
+                              output_len=int(self.usage.get("completion_tokens") or 0), ttft=self.ttft,
+                              latency=self.most_recent - self.start, itl=tuple(self.itl), started_at=started_at)
 
 
 def _arrival_gaps(count: int, level: Level, rng: random.Random) -> list[float]:
@@ -211,9 +247,31 @@ async def _watch_cancel(control: RunControl, tasks: Sequence[asyncio.Task]) -> N
 
 async def run_level(slots: _ConnectionSlots, target: Target, prompts: Sequence[Prompt], level: Level,
                     ignore_eos: bool, control: RunControl, index: int = 0, seed: int = 0) -> LevelRun:
-    """Every prompt once at this level's load; the duration is the wall time from the first send to the last reply."""
+    """Every prompt once at this level's load; the duration is the wall time from the first send to the last token."""
     slots.limit = level.max_concurrency
     await slots.open(min(level.max_concurrency or len(prompts), len(prompts)), target)
+    with _frozen_heap():
+        return await _timed_level(slots, target, prompts, level, ignore_eos, control, index, seed)
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Collect now and freeze what exists, so no full collection stops the loop inside a timed window.
+
+    A full collection walks every object of the process (~100k here, many more in the panel's): measured at up to
+    160 ms on a busy machine, long enough to move a TTFT, a whole ITL percentile or the level's duration. Frozen
+    objects are only skipped by collections until ``unfreeze``; new garbage is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+async def _timed_level(slots: _ConnectionSlots, target: Target, prompts: Sequence[Prompt], level: Level,
+                       ignore_eos: bool, control: RunControl, index: int, seed: int) -> LevelRun:
     done, output_tokens = 0, 0
     start = time.perf_counter()
 
@@ -242,9 +300,22 @@ async def run_level(slots: _ConnectionSlots, target: Target, prompts: Sequence[P
         results = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         watcher.cancel()
-    duration = time.perf_counter() - start
+    wall = time.perf_counter() - start
     outcomes = [r for r in results if isinstance(r, RequestOutcome)]
-    return LevelRun(level, outcomes, duration, cancelled=control.cancel.is_set())
+    return LevelRun(level, outcomes, _measured_window(outcomes, wall), cancelled=control.cancel.is_set())
+
+
+def _measured_window(outcomes: Sequence[RequestOutcome], wall: float) -> float:
+    """The level's duration: from the first request's bytes leaving to the last token's arrival (socket times).
+
+    ``vllm bench serve`` starts its clock before it builds the first request and stops it after the last task
+    ended; here the 64 requests of a burst took 25-60 ms of the client's own CPU before the first left, and a
+    stalled client process added up to 230 ms at the end: 1-7 % of a 3 s level's throughput that the server never
+    spent. With a failed request the wall time stays (its end is not on the wire).
+    """
+    if not outcomes or not all(o.success for o in outcomes):
+        return wall
+    return max(o.started_at + o.latency for o in outcomes) - min(o.started_at for o in outcomes)
 
 
 async def run_sweep_async(target: Target, prompts: Sequence[Prompt], levels: Sequence[Level], ignore_eos: bool,

@@ -1,6 +1,6 @@
 """Run the same benchmark client on the VM, inside the vLLM container, against vLLM's own 127.0.0.1:8000.
 
-So the figures exclude the SSH tunnel and the laptop's network. The client's three modules (standard library and
+So the figures exclude the SSH tunnel and the laptop's network. The client's four modules (standard library and
 httpx only; the vLLM image ships httpx with the openai package) travel over SSH on stdin as one script, with the
 prompts and the load; the script prints every request's measurements as JSON and the laptop summarises them with
 the very same statistics code.
@@ -24,6 +24,7 @@ _APP = Path(__file__).resolve().parent.parent
 _MODULES = (  # in import order
     ("app.domain.benchmark_stats", _APP / "domain" / "benchmark_stats.py"),
     ("app.benchmark.prompts", _APP / "benchmark" / "prompts.py"),
+    ("app.benchmark.wire", _APP / "benchmark" / "wire.py"),
     ("app.benchmark.client", _APP / "benchmark" / "client.py"),
 )
 _BOOTSTRAP = '''
