@@ -100,15 +100,53 @@
 
   // The live channel (one poll per tab): it sends back the change version it shows, and keeps the one the server
   // answers with, so an unchanged dashboard costs one 204 a second.
+  //
+  // The session page's channel keeps one version per part ("header:…,tunnel:…"), always the one its DOM shows: a
+  // part an action swapped in (X-Live-Part) replaces the channel's entry, and a poll's answer moves only the parts it
+  // swapped, so a poll sent before that action cannot put back the older version (and leave a stale part for good).
+  function liveParts(version) {
+    var parts = {};
+    (version || "").split(",").forEach(function (item) {
+      var at = item.indexOf(":");
+      if (at > 0) parts[item.slice(0, at)] = item.slice(at + 1);
+    });
+    return parts;
+  }
+  function joinParts(parts) {
+    return Object.keys(parts).map(function (name) { return name + ":" + parts[name]; }).join(",");
+  }
   document.addEventListener("htmx:configRequest", function (event) {
     var version = event.detail.elt.getAttribute && event.detail.elt.getAttribute("data-live-version");
-    if (version) event.detail.parameters.v = version;
+    if (version) {
+      event.detail.parameters.v = version;
+      event.detail.elt._maiderSent = version;
+    }
   });
   document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    var swapped = event.detail.successful && xhr && liveParts(xhr.getResponseHeader("X-Live-Part"));
+    Object.keys(swapped || {}).forEach(function (name) {
+      document.querySelectorAll("[data-live-version]").forEach(function (channel) {
+        var shown = liveParts(channel.getAttribute("data-live-version"));
+        if (!(name in shown)) return;
+        shown[name] = swapped[name];
+        channel.setAttribute("data-live-version", joinParts(shown));
+      });
+    });
     var elt = event.detail.elt;
     if (!elt.hasAttribute || !elt.hasAttribute("data-live-version")) return;
-    var version = event.detail.xhr && event.detail.xhr.getResponseHeader("X-Live-Version");
-    if (version) elt.setAttribute("data-live-version", version);
+    var version = xhr && xhr.getResponseHeader("X-Live-Version");
+    if (!version) return;
+    var answered = liveParts(version);
+    if (!Object.keys(answered).length) {  // the dashboard's channel: one version for all it shows
+      elt.setAttribute("data-live-version", version);
+      return;
+    }
+    var sent = liveParts(elt._maiderSent), shown = liveParts(elt.getAttribute("data-live-version"));
+    Object.keys(answered).forEach(function (name) {
+      if (answered[name] !== sent[name] || !(name in shown)) shown[name] = answered[name];
+    });
+    elt.setAttribute("data-live-version", joinParts(shown));
   });
 
   // Cost and runtime tick here between the live channel's answers: the rate is on the element, so no request is

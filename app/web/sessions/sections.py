@@ -20,6 +20,9 @@ from app.web.sessions import timeline, views
 from app.web.sessions.forms import SwitchModelForm
 
 
+LIVE_PART_HEADER = "X-Live-Part"  # "<part>:<version>" of a part rendered outside the live channel (static/js/app.js)
+
+
 @dataclass(frozen=True)
 class Section:
     template: str
@@ -102,11 +105,19 @@ def section_context(name: str, session: Session, **extra: Any) -> dict[str, Any]
 
 
 def render_section(name: str, session: Session, shown_version: str | None, **extra: Any):
-    """The section's markup, or 204 when the browser already shows this version."""
+    """The section's markup, or 204 when the browser already shows this version.
+
+    The markup names its version in ``X-Live-Part``: when an action (the Reconnect button) swaps a section in, the
+    page's live channel takes that version as the one it shows. Were it to keep the one from before, a state that came
+    and went between two polls (tunnel up, reconnecting, up) would answer 204 and leave "reconnecting" on the page.
+    """
     version = section_version(name, session)
     if shown_version is not None and shown_version == version and not extra:
         return "", 204
-    return render_template(SECTIONS[name].template, **section_context(name, session, **extra))
+    response = current_app.make_response(render_template(SECTIONS[name].template,
+                                                          **section_context(name, session, **extra)))
+    response.headers[LIVE_PART_HEADER] = f"{name}:{version}"
+    return response
 
 
 def header_version(session: Session) -> str:
