@@ -1,13 +1,17 @@
 """How fast the panel answers its tabs: 50 sessions in a temporary database, waitress on a free port.
 
-Run: ``.venv/bin/python bench/panel.py [--seconds 20] [--pollers 8] [--sessions 50] [--tabs]``.
+Run: ``.venv/bin/python bench/panel.py [--mode both|stress|tabs] [--seconds 20] [--pollers 8] [--sessions 50]``
+(about a minute for both modes; ``--tabs`` is ``--mode tabs``).
 
-Default (stress): each poller is a thread with its own httpx client that requests, back to back with no pause, the
+Stress: each poller is a thread with its own httpx client that requests, back to back with no pause, the
 dashboard page, a live poll that finds everything changed (200, every card out of band) and one that finds nothing
-changed (204) -- far more than a tab asks for, so the figures include time spent queueing for the CPUs. ``--tabs``
-models browser tabs instead: each loads the dashboard, then polls its one live channel every second, as the page
-does; half way through a session becomes ready, and the bench reports when each tab saw it. Both modes print
-p50/p95/max per update kind and end with one SUMMARY line giving the worst p95.
+changed (204) -- far more than a tab asks for, so the figures include time spent queueing for the CPUs. It also
+reports how busy the panel's process was (its threads share one GIL, so one core is its ceiling) and the same
+pollers against a WSGI app that answers the same sizes with no work at all: the part of each figure that is
+waitress, httpx and two cores, not the panel. Tabs: browser tabs instead: each loads the dashboard, then polls its
+one live channel every second, as the page does; half way through a session becomes ready, and the bench reports
+when each tab saw it. Each mode prints p50/p95/max per update kind and ends with one SUMMARY line giving the worst
+p95.
 """
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ HX = {"HX-Request": "true"}
 COOKIES: httpx.Cookies | None = None  # the signed-in browser's cookie, shared by every poller
 EVENTS_PER_SESSION = 30
 LOG_LINES = 80
+WAITRESS_THREADS = 8
+_SIZES: dict[str, int] = {}  # body sizes the stress pollers received, for the floor run
+_SIZED = {"dashboard page": "page", "live: update (200)": "update"}
 
 
 def _free_port() -> int:
@@ -93,6 +100,8 @@ def _timed_get(client: httpx.Client, label: str, path: str, timings: dict[str, l
         raise SystemExit(f"{path}: HTTP {response.status_code}")
     with lock:
         timings[label].append(elapsed)
+        if label in _SIZED:
+            _SIZES[_SIZED[label]] = len(response.content)
     return response
 
 
@@ -166,7 +175,7 @@ def _serve(home: str, port: int, links) -> None:
 
         ensure_owner()
     links.put(app.extensions["maider_login_links"].mint())
-    serve(app, host="127.0.0.1", port=port, threads=8, ident="maider", _quiet=True)
+    serve(app, host="127.0.0.1", port=port, threads=WAITRESS_THREADS, ident="maider", _quiet=True)
 
 
 def sign_in(base: str, token: str) -> httpx.Cookies:
@@ -212,14 +221,46 @@ def _change_a_session(app, at: dict[str, float]) -> None:
     at["changed"] = time.monotonic()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--pollers", type=int, default=8, help="stress pollers, or tabs with --tabs")
-    parser.add_argument("--sessions", type=int, default=50)
-    parser.add_argument("--tabs", action="store_true", help="model browser tabs on the dashboard, at idle")
-    args = parser.parse_args()
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+def _drive(args, base: str, tabs: bool, half_way) -> tuple[dict[str, list[float]], dict[int, list], int]:
+    """Run the stress pollers, or the tabs, for ``args.seconds``; ``half_way`` runs half way through. Returns the
+    timings, what each tab saw, and how many live polls came before half way."""
+    timings: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+    stop = threading.Event()
+    seen: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    if tabs:
+        threads = [threading.Thread(target=tab, args=(base, stop, timings, lock, seen, n), daemon=True)
+                   for n in range(args.pollers)]
+    else:
+        threads = [threading.Thread(target=poller, args=(base, stop, timings, lock), daemon=True)
+                   for _ in range(args.pollers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(args.seconds / 2)
+    with lock:
+        before = sum(len(v) for k, v in timings.items() if k != "dashboard page")
+    half_way()
+    time.sleep(args.seconds / 2)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=15)
+    return timings, seen, before
+
+
+def run_mode(args, tabs: bool) -> float:
+    """One mode against a fresh database and panel process: prints its table and SUMMARY line, returns the worst
+    update p95 in ms."""
+    global COOKIES
+    where = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="maider-bench-") as tmp:
         os.chdir(tmp)
         app = create_app({"MAIDER_HOME": tmp, "MAIDER_WORKDIR": tmp, "MAIDER_DEMO": True})
@@ -233,49 +274,111 @@ def main() -> int:
         server.start()
         base = f"http://127.0.0.1:{port}"
         _wait_until_up(base)
-        global COOKIES
         COOKIES = sign_in(base, links.get(timeout=30))
         page_alone = _page_alone(base)
 
-        timings: dict[str, list[float]] = defaultdict(list)
-        lock = threading.Lock()
-        stop = threading.Event()
-        seen: dict[int, list[tuple[float, str]]] = defaultdict(list)
-        if args.tabs:
-            threads = [threading.Thread(target=tab, args=(base, stop, timings, lock, seen, n), daemon=True)
-                       for n in range(args.pollers)]
-        else:
-            threads = [threading.Thread(target=poller, args=(base, stop, timings, lock), daemon=True)
-                       for _ in range(args.pollers)]
-        for thread in threads:
-            thread.start()
         changed: dict[str, float] = {}
-        if args.tabs:
-            time.sleep(args.seconds / 2)
-            idle = sum(len(v) for k, v in timings.items() if k != "dashboard page")
-            idle_window = args.seconds / 2 - LIVE_EVERY_S  # the tabs' first second loads the page
-            _change_a_session(app, changed)
-            time.sleep(args.seconds / 2)
-        else:
-            time.sleep(args.seconds)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=15)
+        cpu_before, started = _cpu_seconds(server.pid), time.monotonic()
+        timings, seen, idle = _drive(args, base, tabs,
+                                     (lambda: _change_a_session(app, changed)) if tabs else (lambda: None))
+        cpu_after, wall = _cpu_seconds(server.pid), time.monotonic() - started
         server.terminate()
         server.join(10)
+        os.chdir(where)
 
     extra = [f"dashboard page alone (nothing else running): p50 {page_alone:.1f} ms"]
-    if args.tabs:
+    if tabs:
+        idle_window = args.seconds / 2 - LIVE_EVERY_S  # the tabs' first second loads the page
         reached = [min((t for t, _ in seen[n] if t >= changed["changed"]), default=None) for n in range(args.pollers)]
         late = [(t - changed["changed"]) * 1000 for t in reached if t is not None]
         extra.append(f"idle: {idle / max(idle_window, 1):.1f} requests/s from {args.pollers} tabs "
                      f"({idle} live polls in the first {idle_window:.0f} s)")
         extra.append(f"a session became ready: {len(late)}/{args.pollers} tabs had it after "
-                     f"{max(late) if late else float('nan'):.0f} ms at most (p50 {statistics.median(late) if late else float('nan'):.0f} ms)")
-    mode = "browser tabs, one live channel each" if args.tabs else "stress pollers, no pause"
+                     f"{max(late) if late else float('nan'):.0f} ms at most "
+                     f"(p50 {statistics.median(late) if late else float('nan'):.0f} ms)")
+    else:
+        if cpu_before is not None and cpu_after is not None:
+            rounds = len(timings["dashboard page"])
+            extra.append(f"panel process: {(cpu_after - cpu_before) / wall * 100:.0f}% of one core (its threads share "
+                         f"one GIL), {(cpu_after - cpu_before) * 1000 / max(rounds, 1):.1f} ms CPU per round of "
+                         f"3 requests, {rounds / wall:.0f} rounds/s")
+        extra.extend(floor(args, timings))
+    mode = "browser tabs, one live channel each" if tabs else "stress pollers, no pause"
     title = (f"{args.pollers} {mode}; {args.sessions} sessions; {args.seconds:.0f} s; panel in its own process, "
-             f"waitress 8 threads; {os.cpu_count()} CPUs")
-    worst = _report(title, timings, extra, page_alone)
+             f"waitress {WAITRESS_THREADS} threads; {os.cpu_count()} CPUs")
+    return _report(title, timings, extra, page_alone)
+
+
+def _canned(sizes: dict[str, int]):
+    """A WSGI app that answers the stress pollers' three requests with bodies of the panel's sizes and no work."""
+    page, update = b"x" * sizes["page"], b"x" * sizes["update"]
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/":
+            start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(page)))])
+            return [page]
+        if "v=stale" in environ.get("QUERY_STRING", ""):
+            start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(update))),
+                                      ("X-Live-Version", "same")])
+            return [update]
+        start_response("204 No Content", [])
+        return [b""]
+    return app
+
+
+def _serve_canned(port: int, sizes: dict[str, int]) -> None:
+    import logging
+
+    from waitress import serve
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    serve(_canned(sizes), host="127.0.0.1", port=port, threads=WAITRESS_THREADS, _quiet=True)
+
+
+def floor(args, panel_timings: dict[str, list[float]]) -> list[str]:
+    """The same pollers, as long, against a WSGI app that does nothing but answer the panel's body sizes: what the
+    figures would be if the panel's own work cost nothing (waitress, httpx and the CPUs alone)."""
+    sizes = _SIZES or {"page": 111_000, "update": 103_000}
+    port = _free_port()
+    server = multiprocessing.get_context("spawn").Process(target=_serve_canned, args=(port, sizes), daemon=True)
+    server.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{base}/").raise_for_status()
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    timings, _, _ = _drive(args, base, False, lambda: None)
+    server.terminate()
+    server.join(10)
+    lines = []
+    for label in ("live: unchanged (204)", "live: update (200)", "dashboard page"):
+        values = sorted(timings[label])
+        if values:
+            p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
+            lines.append(f"floor, no work behind the same load, {label}: p50 {statistics.median(values):.1f} ms, "
+                         f"p95 {p95:.1f} ms ({len(values)} requests; the panel had {len(panel_timings[label])})")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("both", "stress", "tabs"), default="both")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--pollers", type=int, default=8, help="stress pollers, or tabs")
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--tabs", action="store_true", help="the same as --mode tabs")
+    args = parser.parse_args()
+    modes = ["tabs"] if args.tabs else {"both": ["stress", "tabs"], "stress": ["stress"], "tabs": ["tabs"]}[args.mode]
+    worst = 0.0
+    for number, mode in enumerate(modes):
+        if number:
+            print()
+        worst = max(worst, run_mode(args, tabs=mode == "tabs"))
     return 0 if worst <= TARGET_P95_MS else 1
 
 

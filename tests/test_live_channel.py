@@ -93,7 +93,7 @@ def test_the_page_and_the_channel_show_the_same_cards(client, ctx):
     answer = text(client.get("/live", query_string={"v": "stale"}, headers=HX))
     def cards(body: str) -> list[str]:  # the figures that tick in the browser were rendered a moment apart
         return [re.sub(r' data-tick-[a-z]+="[^"]*"', "", card)
-                for card in re.findall(r'<article class="card session-card".*?</article>', body, re.S)]
+                for card in re.findall(r'<article class="card session-card".*?</article>', body, re.DOTALL)]
 
     assert len(cards(page)) == 3 and cards(page) == cards(answer)
     assert 'id="sessions" hx-swap-oob="true"' in answer and 'id="sessions">' in page  # out of band only on the channel

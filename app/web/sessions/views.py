@@ -269,18 +269,26 @@ RENDERED_MAX_AGE_S = 2.0
 def rendered_once(key: tuple, render: Callable[[], str]) -> str:
     """The markup for ``key`` (a change version and who is looking), rendered once however many tabs ask for it in
     the same moment: every open tab sees a change at the same poll, and the second CPU is not there to share."""
-    with _render_lock:  # the tabs asking at the same moment wait for the first one's render
-        now = time.monotonic()
-        with _totals_lock:
-            hit = _rendered.get(key)
-            if hit is not None and now - hit[0] < RENDERED_MAX_AGE_S:
-                return hit[1]
+    hit = _fresh_render(key)
+    if hit is not None:
+        return hit
+    with _render_lock:  # the tabs asking at the same moment wait for the first one's render, not render it again
+        hit = _fresh_render(key)
+        if hit is not None:
+            return hit
         body = render()
+        now = time.monotonic()
         with _totals_lock:
             for stale in [k for k, (at, _) in _rendered.items() if now - at >= RENDERED_MAX_AGE_S]:
                 del _rendered[stale]
             _rendered[key] = (now, body)
         return body
+
+
+def _fresh_render(key: tuple) -> str | None:
+    with _totals_lock:
+        hit = _rendered.get(key)
+    return hit[1] if hit is not None and time.monotonic() - hit[0] < RENDERED_MAX_AGE_S else None
 
 
 def version_key(*parts: Any) -> str:
