@@ -234,12 +234,22 @@ class AwsProvider:
         return self._to_instance(raw)
 
     def get(self, instance_id: str) -> Instance:
-        """The instance as EC2 sees it now. A terminated one is gone once its key pair and security group are."""
+        """The instance as EC2 sees it now. A terminated one is gone once its key pair and security group are.
+
+        Those two are deleted here as well as in ``delete``: once the instance is terminated they are only
+        leftovers, and a VM that ended outside maider (a poweroff on it, the console) must still come out as
+        ``NotFound`` -- that is how the engine notices it vanished.
+        """
         raw = self._describe_one(instance_id)
         if raw["State"]["Name"] == "terminated":
-            label = _tags(raw).get("Name")
-            if not label or not self._resources.remaining(label):
+            tags = _tags(raw)
+            label = tags.get("Name") if OWNER_TAG in tags else None
+            if label:
+                self._resources.delete(label)
+            left = self._resources.remaining(label) if label else []
+            if not left:
                 raise NotFound(f"AWS reports instance {instance_id} terminated, and nothing of its session is left")
+            log.info("aws: instance %s is terminated; still deleting its %s", instance_id, " and ".join(left))
         return self._to_instance(raw)
 
     def delete(self, instance_id: str) -> None:

@@ -226,10 +226,13 @@ def world(tmp_path: Path) -> Iterator[AwsWorld]:
     thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
     thread.start()
     endpoint = f"http://127.0.0.1:{server.server_port}"
-    requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # moto's state is per process: start from an empty one
     try:
+        requests.post(f"{endpoint}/moto-api/reset", timeout=120)  # moto's state is per process: start empty
         yield AwsWorld(endpoint, layer)
     finally:
-        requests.post(f"{endpoint}/moto-api/reset", timeout=10)
+        try:  # only frees memory (the next world resets anyway): slow under load, never a test error
+            requests.post(f"{endpoint}/moto-api/reset", timeout=120)
+        except requests.RequestException:
+            pass
         server.shutdown()
         thread.join(timeout=10)
