@@ -273,3 +273,22 @@ def test_a_launch_on_aws_reaches_ready_and_records_why_there_is_no_failsafe(app,
         runtime(app).close()
         for vm in vms:
             vm.stop()
+
+
+def test_the_registry_builds_a_provider_from_boto3s_own_chain(aws: AwsWorld, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials and endpoint from the environment boto3 reads itself; maider's settings give only the region."""
+    from app.config import load_settings
+    from app.providers import get_provider
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-env")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-env-secret")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
+    workdir = tmp_path / "registry-project"
+    workdir.mkdir()
+    (workdir / ".env").write_text(aws.project_env()[0])
+    provider = get_provider("aws", load_settings(workdir), tmp_path / "home")
+    assert provider.name == "aws" and provider.region == REGION
+    assert PLAN in {p.id for p in provider.gpu_plans(REGION)}
+    instance = provider.create(aws.spec("maider-aws-registry"))
+    assert aws.live() == [instance.id] and "testing-env-secret" not in repr(provider)
