@@ -43,6 +43,17 @@ def remember(folder: str | Path, home: Path | None = None) -> None:
         pass
 
 
+def chosen(folder: str | None, fallback: str, folders: list[str] | None = None) -> str:
+    """The project folder a panel page works on (the launch card, the setup wizard): the one the user picked
+    (checked: an existing folder of theirs), else the one the launch card opens on -- the last one used, else
+    ``fallback`` (the server's)."""
+    if folder:
+        from app.services.sessions import checked_workdir
+
+        return checked_workdir(folder)
+    return (folders or known(fallback))[0]
+
+
 def known(fallback: str, home: Path | None = None) -> list[str]:
     """Every folder to offer: remembered ones, then those of past sessions, then ``fallback`` (the server's)."""
     from app.extensions import db

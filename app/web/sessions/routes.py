@@ -307,9 +307,7 @@ def _dashboard(form: LaunchForm, folder: str | None = None, **extra):
 def _chosen_folder(folder: str | None, folders: list[str] | None = None) -> str:
     """The folder the user picked (checked: an existing folder of theirs), else the last one used, else the
     server's own."""
-    if folder:
-        return sessions_service.checked_workdir(folder)
-    return (folders or project_folders.known(current_app.config["MAIDER_WORKDIR"]))[0]
+    return project_folders.chosen(folder, current_app.config["MAIDER_WORKDIR"], folders)
 
 
 def _launch_context(folder: str | None, lenient: bool = False) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import abort, flash, make_response, redirect, url_for
 
+from app.services import project_folders
 from app.services import wizard as wizard_service
 from app.web import wants_partial
 from app.web.wizard import bp, forms
@@ -111,6 +112,7 @@ def save():
         return render_step("review", form, ctx, errors=_field_errors(form, exc))
     if saved is None:
         return render_step("review", form, ctx, review=result, extra={"typed_tokens": any(form.tokens().values())})
+    project_folders.remember(ctx.workdir)  # the launch card opens on the folder just set up
     names = " and ".join(path.name for path in (saved.env, saved.secrets) if path is not None)
     flash(f"Saved {names} — ready to launch {result.settings.model_id} on {result.settings.plan} in "
           f"{result.settings.region}.", "success")

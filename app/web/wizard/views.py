@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, render_template
+from flask import current_app, render_template, request
 
+from app.services import project_folders
 from app.services import wizard as wizard_service
 from app.web import wants_partial
 from app.web.wizard import forms
@@ -42,9 +43,12 @@ def form_for(step: str, choices: wizard_service.Choices) -> Any:
 
 
 def open_context(provider: str | None = None) -> wizard_service.Context:
-    """The wizard's context on the provider chosen at the first step (None: the project's PROVIDER)."""
+    """The wizard's context on the provider chosen at the first step (None: the project's PROVIDER), in the project
+    folder of the launch card that opened it (``workdir``, carried through every step; else the one the launch
+    card opens on), so the settings are saved where the next launch reads them."""
     config = current_app.config
-    return wizard_service.open_context(config["MAIDER_WORKDIR"], config["MAIDER_HOME"],
+    workdir = project_folders.chosen(request.values.get("workdir"), config["MAIDER_WORKDIR"])
+    return wizard_service.open_context(workdir, config["MAIDER_HOME"],
                                        demo=bool(config.get("MAIDER_DEMO")), provider=provider or None)
 
 
