@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from app import create_app
 from app.extensions import db
@@ -273,12 +274,12 @@ def test_keyboard_journey_in_chromium(page, live_demo_url, tmp_path: Path) -> No
     page.keyboard.press("Enter")
     page.wait_for_selector("text=How capable should the model be?")
     # focus moves once htmx has settled the swap, a moment after the text appears
-    page.wait_for_function("document.activeElement.classList.contains('wizard-title')")
+    expect(page.locator(".wizard-title")).to_be_focused()
     page.focus("input[name=tier][value=small]")
     page.keyboard.press("ArrowRight")  # radio group: small -> medium
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Where should the GPU run?")
-    page.wait_for_function("document.activeElement.classList.contains('wizard-title')")
+    expect(page.locator(".wizard-title")).to_be_focused()
     page.check("input[name=region][value=us-ord]")
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Which GPU plan?")
