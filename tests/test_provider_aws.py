@@ -202,6 +202,17 @@ def test_the_region_defaults_to_boto3s_and_is_required(monkeypatch: pytest.Monke
     with pytest.raises(ConfigError) as raised:
         AwsProvider(None)
     assert raised.value.variable == "REGION" and "us-east-1" in str(raised.value)
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(ConfigError) as raised:
+        AwsProvider(None)
+    assert raised.value.variable == "AWS_PROFILE" and "no-such-profile" in str(raised.value)
+
+
+def test_a_spec_for_another_region_is_refused_before_anything_is_made(aws: AwsWorld) -> None:
+    spec = aws.spec("maider-aws-elsewhere")
+    with pytest.raises(InvalidRequest) as raised:
+        aws.provider.create(type(spec)(**{**spec.__dict__, "region": "eu-west-1"}))
+    assert raised.value.field == "region" and aws.live() == [] and aws.leftovers() == []
 
 
 def test_the_user_data_reaches_the_vm_intact_and_oversized_user_data_creates_nothing(aws: AwsWorld) -> None:

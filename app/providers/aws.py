@@ -206,7 +206,7 @@ class AwsProvider:
         Nothing is made before the request is known to be valid; when the create fails and no instance exists,
         the key pair and security group made for it are deleted again.
         """
-        if spec.region != self.region:
+        if spec.region and spec.region != self.region:
             raise InvalidRequest(f"this AWS provider works in {self.region}, not {spec.region}: set REGION to the "
                                  "region to launch in", field="region")
         existing = self._find_by_label(spec.label)
@@ -222,10 +222,10 @@ class AwsProvider:
             group_id = self._resources.ensure_security_group(spec.label)
             arguments = self._run_arguments(spec, image_id, root_device, key_name, [group_id, *extra_groups],
                                             user_data)
-            log.info("aws: creating %s (%s in %s)", spec.label, spec.plan, spec.region)
+            log.info("aws: creating %s (%s in %s)", spec.label, spec.plan, self.region)
             raw = self._api.call(f"create instance {spec.label}",
                                  lambda: self._ec2().run_instances(**arguments)["Instances"][0],
-                                 recover=lambda: self._find_by_label(spec.label), region=spec.region,
+                                 recover=lambda: self._find_by_label(spec.label), region=self.region,
                                  plan=spec.plan)
         except ProviderError:
             self._clean_up_failed_create(spec.label)
@@ -336,23 +336,23 @@ class AwsProvider:
 
     def _image(self, spec: InstanceSpec) -> tuple[str, str]:
         """The AMI (Canonical's current Ubuntu 24.04, from its public SSM parameter) and its root device name."""
-        if spec.image is None and spec.region in self._amis:
-            return self._amis[spec.region]
+        if spec.image is None and self.region in self._amis:
+            return self._amis[self.region]
         image_id = spec.image
         if image_id is None:
             try:
                 image_id = self._api.call("look up the Ubuntu 24.04 image", lambda: self._api.client(
                     "ssm").get_parameter(Name=UBUNTU_AMI_PARAMETER)["Parameter"]["Value"], thing="parameter")
             except NotFound:
-                raise InvalidRequest(f"AWS has no Ubuntu 24.04 image parameter in {spec.region} "
+                raise InvalidRequest(f"AWS has no Ubuntu 24.04 image parameter in {self.region} "
                                      f"({UBUNTU_AMI_PARAMETER}); pick another region", field="image") from None
         images = self._api.call(f"read image {image_id}",
                                 lambda: self._ec2().describe_images(ImageIds=[image_id])["Images"])
         if not images:
-            raise InvalidRequest(f"AWS has no image {image_id} in {spec.region}", field="image")
+            raise InvalidRequest(f"AWS has no image {image_id} in {self.region}", field="image")
         found = (str(image_id), str(images[0].get("RootDeviceName") or "/dev/sda1"))
         if spec.image is None:
-            self._amis[spec.region] = found
+            self._amis[self.region] = found
         return found
 
     def _gpu_types(self, region: str) -> list[dict[str, Any]]:
