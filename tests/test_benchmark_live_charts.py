@@ -1,6 +1,9 @@
 """Live charts on the session page: the monitor keeps a bounded ring of /metrics samples per session."""
 from __future__ import annotations
 
+import html
+import json
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -27,14 +30,25 @@ def test_the_ring_keeps_the_newest_samples_and_the_cost_so_far():
     assert samples[-1][2:5] == [2, 1, 0.25]
 
 
-def test_the_session_page_charts_the_monitors_samples(app, client, linode_world):
+def _page_samples(page: str) -> dict:
+    return json.loads(html.unescape(re.search(r"id=\"session-samples\" hidden data-samples='([^']*)'", page).group(1)))
+
+
+def test_the_session_page_charts_the_monitors_samples_through_its_one_live_channel(app, client, linode_world):
     name = launch(app, "live", linode_world["workdir"])
     drive(app, name, in_state(SessionState.READY))
     drive(app, name, lambda s: len((s.engine_state or {}).get("samples") or []) >= 2, with_monitor=True)
-    body = client.get(f"/sessions/{name}/live-samples").get_json()
-    assert body["live"] is True and len(body["t"]) >= 2
-    assert len(body["t"]) == len(body["tokens_per_s"]) == len(body["running"]) == len(body["cost"])
     page = client.get(f"/sessions/{name}").get_data(as_text=True)
-    assert 'data-live-src="/sessions/live/live-samples' in page and "chart-4.6.1" in page
-    assert "Benchmark this session" in page
-    assert client.get("/sessions/nope/live-samples").status_code == 404
+    body = _page_samples(page)
+    assert len(body["t"]) >= 2  # the charts draw from the page at once: no fetch of their own
+    assert len(body["t"]) == len(body["tokens_per_s"]) == len(body["running"]) == len(body["cost"])
+    assert "chart-4.6.1" in page and "Benchmark this session" in page and "data-live-src" not in page
+    version = re.search(r'data-live-version="([^"]+)"', page).group(1)
+    channel = f"/sessions/{name}/live"
+    assert client.get(channel, query_string={"v": version}, headers={"HX-Request": "true"}).status_code == 204
+    drive(app, name, lambda s: len((s.engine_state or {}).get("samples") or []) > len(body["t"]), with_monitor=True)
+    answer = client.get(channel, query_string={"v": version}, headers={"HX-Request": "true"})
+    assert answer.status_code == 200  # a new sample rides the page's channel, out of band
+    assert "hx-swap-oob" in answer.get_data(as_text=True)
+    newer = _page_samples(answer.get_data(as_text=True))
+    assert len(newer["t"]) > len(body["t"]) and newer["t"][-1] > body["t"][-1]

@@ -1,9 +1,11 @@
-// Live charts on the session page: [data-live-src] names the session's samples (columns of equal length); each
-// canvas names the column(s) it plots. Polls while the session is live, then stops.
+// Live charts on the session page. The samples are data in the page (#session-samples, columns of equal length) and
+// ride the page's one live channel: when the monitor takes a sample, the channel swaps in the newer set out of band
+// and the charts redraw. Each canvas names the column(s) it plots.
 (function () {
   "use strict";
   const COLORS = ["#1f6feb", "#d1242f"];
   const LABELS = { tokens_per_s: "tok/s", running: "running", waiting: "waiting", kv_cache_usage: "KV %", cost: "$" };
+  const SAMPLES = "session-samples";
 
   function series(body, field) {
     const scale = field === "kv_cache_usage" ? 100 : 1;
@@ -30,32 +32,37 @@
     });
   }
 
-  function start(section) {
-    const charts = Array.from(section.querySelectorAll("canvas[data-live]")).map((c) => [c, make(c)]);
-    const every = Number(section.dataset.liveEvery) || 5000;
-    function refresh() {
-      fetch(section.dataset.liveSrc, { credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then((response) => (response.ok ? response.json() : Promise.reject(response.status)))
-        .then((body) => {
-          const window20 = body.t.length < 2 ? { min: Date.now() - 20 * 60 * 1000, max: Date.now() } : {};
-          charts.forEach(([canvas, chart]) => {
-            canvas.dataset.live.split(",").forEach((field, i) => { chart.data.datasets[i].data = series(body, field); });
-            // Until there are two samples, show the last 20 minutes of clock rather than an axis around 1970.
-            chart.options.scales.x.min = window20.min;
-            chart.options.scales.x.max = window20.max;
-            chart.update();
-            canvas.dataset.points = String(body.t.length);
-          });
-          section.dataset.loaded = "true";
-          if (body.live && document.body.contains(section)) { setTimeout(refresh, every); }
-        })
-        .catch(() => setTimeout(refresh, every * 2));
+  function samples() {
+    const holder = document.getElementById(SAMPLES);
+    try {
+      return holder ? JSON.parse(holder.dataset.samples) : null;
+    } catch (error) {
+      return null;
     }
-    refresh();
+  }
+
+  function draw(section, charts) {
+    const body = samples();
+    if (!body || !Array.isArray(body.t)) { return; }
+    // Until there are two samples, show the last 20 minutes of clock rather than an axis around 1970.
+    const window20 = body.t.length < 2 ? { min: Date.now() - 20 * 60 * 1000, max: Date.now() } : {};
+    charts.forEach(([canvas, chart]) => {
+      canvas.dataset.live.split(",").forEach((field, i) => { chart.data.datasets[i].data = series(body, field); });
+      chart.options.scales.x.min = window20.min;
+      chart.options.scales.x.max = window20.max;
+      chart.update();
+      canvas.dataset.points = String(body.t.length);
+    });
+    section.dataset.loaded = "true";
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    if (!window.Chart) { return; }
-    document.querySelectorAll("[data-live-src]").forEach(start);
+    const section = document.getElementById("session-live-charts");
+    if (!window.Chart || !section) { return; }
+    const charts = Array.from(section.querySelectorAll("canvas[data-live]")).map((c) => [c, make(c)]);
+    draw(section, charts);
+    document.addEventListener("htmx:oobAfterSwap", (event) => {
+      if (event.target && event.target.id === SAMPLES) { draw(section, charts); }
+    });
   });
 })();

@@ -3,6 +3,7 @@ through the tab's one live channel, the cost ticks in the browser, nothing errs 
 sideways on a 400 px phone."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -67,13 +68,23 @@ def test_a_launch_in_one_tab_shows_in_the_other_and_the_cost_ticks(panel, browse
     expect(phone.locator("#session-header")).to_be_visible()
     on_page: list[str] = []
     phone.on("request", lambda request: on_page.append(request.url)
-             if request.resource_type in ("xhr", "fetch") and "live-samples" not in request.url else None)  # charts: own fetch
+             if request.resource_type in ("xhr", "fetch") else None)  # the load charts too ride the one channel
     state = phone.locator("#session-header .badge").first
     shown = state.inner_text()
     expect(state).not_to_have_text(shown, timeout=60000)  # the launch moves on, through the page's live channel
     assert on_page and all("/live" in url for url in on_page), on_page
     assert not _scrolls_sideways(phone), "the session page scrolls sideways at 400 px"
     _shot(phone, "live-tabs-400-session")
+
+    # Once ready, the load charts draw from the page and take each new sample from the same channel.
+    expect(phone.locator("#session-header .state-badge")).to_have_text("Ready", timeout=90_000)
+    phone.reload()
+    tokens = phone.locator("#session-live-charts canvas[data-live=tokens_per_s]")
+    expect(tokens).to_have_attribute("data-points", re.compile(r"^[1-9]"), timeout=15_000)
+    points = int(tokens.get_attribute("data-points"))
+    on_page.clear()
+    expect(tokens).not_to_have_attribute("data-points", str(points), timeout=20_000)  # the monitor's next sample
+    assert on_page and all("/live" in url for url in on_page), on_page
 
     second.click(".session-card button.button-danger")
     expect(first.locator(".session-card")).to_have_count(0, timeout=30000)

@@ -86,6 +86,8 @@ SECTIONS: dict[str, Section] = {
                    lambda s: {"log_tail": views.log_tail(s)}),
     "events": Section("sessions/_events.html", "5s", lambda s: (views.last_event_id(s),),
                       lambda s: {"events": views.recent_events(s)}),
+    "samples": Section("sessions/_samples.html", "5s", views.samples_version,
+                       lambda s: {"samples": views.sample_columns(s)}),
 }
 
 
