@@ -206,6 +206,20 @@ def test_an_unknown_provider_is_refused_by_name() -> None:
     assert result.exit_code == 2 and "'azure' is not one of" in result.output
 
 
+def test_the_server_keeps_every_configured_providers_plans_cached(app, linode_api: FakeLinodeApi,
+                                                                   do_api: FakeDigitalOceanApi) -> None:
+    """So a launch without a plan compares clouds from the cache instead of waiting on each API."""
+    from app.services import catalog
+
+    catalog.warm_cache(app)
+    names = {path.name.split("-")[0] for path in (Path(app.config["MAIDER_HOME"]) / "cache").glob("*-plans.json")}
+    assert names == {"linode", "digitalocean"}
+    sizes = do_api.count("GET", "/v2/sizes")
+    assert sizes >= 1
+    catalog.warm_cache(app)
+    assert do_api.count("GET", "/v2/sizes") == sizes  # fresh enough: not asked again
+
+
 # ---------------------------------------------------------------- the cheapest fit across providers
 
 

@@ -120,6 +120,8 @@ def warm_cache(app) -> None:
     workdir = app.config["MAIDER_WORKDIR"]
     settings = load_settings(workdir)
     name = "simulated" if app.config.get("MAIDER_DEMO") else settings.provider
+    if not app.config.get("MAIDER_DEMO"):
+        _warm_other_providers(app, settings, name)
     if name == "linode" and settings.linode_token is None:
         return  # nothing to ask with; the settings page and the wizard say how to add a token
     engine = runtime(app)
@@ -128,3 +130,16 @@ def warm_cache(app) -> None:
     list_plans(provider, engine.home)
     if settings.region:
         list_plans(provider, engine.home, settings.region)
+
+
+def _warm_other_providers(app, settings, default: str) -> None:
+    """The plans of every other configured provider too: a launch without a plan compares them all. A provider
+    that fails is skipped (the next round asks again)."""
+    from app.engine.runtime import runtime
+    from app.providers import get_provider
+    from app.services import providers as providers_service
+
+    home = runtime(app).home
+    others = [name for name in providers_service.configured_providers(settings, home) if name != default]
+    factory = app.config.get("MAIDER_PROVIDER_FACTORY") or get_provider
+    providers_service.plans_across(others, settings, home, factory=factory)

@@ -33,8 +33,8 @@ LABELS = {"linode": "Linode (Akamai)", "digitalocean": "DigitalOcean", "aws": "A
 HOW_TO_CONFIGURE = {
     "linode": "add LINODE_TOKEN to .env.secrets (a token from cloud.linode.com with Linodes read/write), "
               "or log in with linode-cli",
-    "digitalocean": "add DIGITALOCEAN_TOKEN to .env.secrets (a token from cloud.digitalocean.com with "
-                    "droplet and ssh_key read/write)",
+    "digitalocean": "add DIGITALOCEAN_TOKEN to .env.secrets (a token from cloud.digitalocean.com: full access, "
+                    "or the droplet, ssh_key and tag scopes)",
     "aws": "run 'aws configure' (or set AWS_PROFILE): maider uses the standard AWS credential chain",
     "ssh": "register your machine with 'maider host add'",
     DEMO: "always available",
