@@ -3,8 +3,8 @@
 Per request: the clock starts just before the POST; each SSE message with non-empty ``choices`` is a token chunk:
 the first gives TTFT, each later one adds a gap to ITL; latency ends at the last token chunk; the output length is
 ``usage.completion_tokens`` (``stream_options.include_usage``), never a count of chunks. The times are read at the
-socket (``wire.TimedStream``: the request's first byte written, each chunk's bytes received), so other requests'
-work and the event loop's turn order stay out of them.
+socket (``wire.TimedStream``: the request written, each chunk's bytes received by the kernel), so other requests'
+work, the event loop's turn order and a client process waiting for a CPU stay out of them.
 Load per level: all requests at once (``request_rate`` = inf) or gamma-distributed gaps (Poisson at burstiness 1),
 limited by a semaphore of ``max_concurrency``. Warm-up requests run before the first level and are not counted.
 """
@@ -94,10 +94,10 @@ class _ConnectionSlots:
         self._all: list[httpx.AsyncClient] = []
         self._busy = 0
         self._freed = asyncio.Condition()
-        self._tls = ssl.create_default_context()  # built once: a context per client costs ~10 ms of CPU each
+        self.tls = ssl.create_default_context()  # built once: a context per client costs ~10 ms of CPU each
 
     def _new_client(self) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT, trust_env=False, transport=_timed_transport(self._tls))
+        client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT, trust_env=False, transport=_timed_transport(self.tls))
         self._all.append(client)
         return client
 
@@ -325,7 +325,7 @@ async def run_sweep_async(target: Target, prompts: Sequence[Prompt], levels: Seq
     slots = _ConnectionSlots(None)
     try:
         if warmup and prompts:
-            async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
+            async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, trust_env=False, verify=slots.tls) as client:
                 outcomes = await asyncio.gather(*(send_request(client, target, prompts[i % len(prompts)],
                                                                ignore_eos) for i in range(warmup)))
             failed = [o for o in outcomes if not o.success]
