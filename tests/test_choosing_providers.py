@@ -241,6 +241,15 @@ def test_the_cheapest_fit_is_searched_across_providers(linode_api: FakeLinodeApi
     assert fit.sentence(QWEN_32B_AWQ, 32768).endswith("on simulated at $1.05/h")
 
 
+def test_validate_names_the_cheapest_cloud_when_no_plan_is_set(linode_api: FakeLinodeApi,
+                                                               do_api: FakeDigitalOceanApi) -> None:
+    Path(".env").write_text(f"MODEL_ID={QWEN_32B_AWQ}\nVLLM_MAX_MODEL_LEN=32768\n")
+    result = CliRunner().invoke(main, ["validate"])
+    assert "• Qwen2.5-Coder-32B-Instruct-AWQ at 32,768 tokens: cheapest is g2-gpu-rtx4000a2-s on linode at $1.05/h " \
+           "('maider up' without TYPE launches there)" in result.output
+    assert "✗ TYPE: not set" in result.output and result.exit_code == 1
+
+
 def test_a_failing_provider_does_not_hide_the_others_fit(linode_api: FakeLinodeApi) -> None:
     settings = load_settings(Path.cwd())
 

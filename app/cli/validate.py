@@ -9,6 +9,7 @@ from app.cli.local_cloud import local_cloud
 from app.config import load_settings
 from app.errors import ConfigError
 from app.services import project_folders
+from app.services import providers as providers_service
 from app.services import validation as validation_service
 
 
@@ -28,6 +29,10 @@ def validate(ctx: click.Context, workdir: Path | None) -> None:
         click.echo(f"✗ {problem.variable}: {problem.message}")
     for note in report.notes:
         click.echo(f"• {note}")
+    if settings.plan is None and settings.provider != "simulated":
+        choice = providers_service.cheapest_across_providers(settings, home)
+        if choice is not None:
+            click.echo(f"• {choice.sentence} ('maider up' without TYPE launches there)")
     if report.ok:
         click.echo(f"✓ configuration is valid: {settings.model_id} on {settings.plan} in {settings.region}")
     else:
