@@ -27,7 +27,7 @@ def _digitalocean(settings: Settings, home: Path) -> Provider:
 def _aws(settings: Settings, home: Path) -> Provider:
     from app.providers.aws import AwsProvider
 
-    return AwsProvider(region=settings.region)
+    return AwsProvider(region=settings.region, price_cache=home / "aws-prices.json")
 
 
 def _ssh(settings: Settings, home: Path) -> Provider:
