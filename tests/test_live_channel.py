@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -113,3 +114,16 @@ def test_a_stamp_is_not_trusted_right_after_a_write(tmp_path):
     _settled()
     assert db_stamp.stamp(path) not in (None, before)
     assert db_stamp.database_file("sqlite://") is None and db_stamp.database_file("sqlite:///:memory:") is None
+
+
+def test_an_idle_tab_gets_its_cookie_re_signed_hourly_not_at_every_poll(client, ctx, monkeypatch):
+    version = _page_version(client)
+    client.get("/live", query_string={"v": version}, headers=HX)  # the first answer after sign-in notes the time
+    polls = [client.get("/live", query_string={"v": version}, headers=HX) for _ in range(3)]
+    assert all(p.status_code == 204 and "Set-Cookie" not in p.headers for p in polls)
+    with monkeypatch.context() as hour_later:
+        hour_later.setattr("app.web.COOKIE_REFRESH", timedelta(0))
+        later = client.get("/live", query_string={"v": version}, headers=HX)
+    cookie = later.headers["Set-Cookie"]
+    assert later.status_code == 204 and "Expires=" in cookie and "HttpOnly" in cookie  # the 7 days start again
+    assert client.get("/live", query_string={"v": version}, headers=HX).status_code == 204  # still signed in
