@@ -304,6 +304,25 @@ def test_a_pinned_provider_is_the_one_the_session_records(app, client, linode_wo
     client.delete(f"{LAUNCHES}/pinned", headers=AUTH)
 
 
+def test_a_pinned_provider_launches_in_its_plans_region_not_in_providers_region(
+        app, client, linode_api: FakeLinodeApi, do_api: FakeDigitalOceanApi) -> None:
+    """REGION=us-ord is Linode's: 'up --provider digitalocean --plan …' takes a region of that Droplet size."""
+    app.config.update(MAIDER_API_TOKEN="choose-token", MAIDER_TIMINGS=FAST_TIMINGS)
+    (Path(app.config["MAIDER_WORKDIR"]) / ".env").write_text(
+        "REGION=us-ord\nTYPE=g2-gpu-rtx4000a1-s\nMODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct-AWQ\nVLLM_MAX_MODEL_LEN=8192\n")
+    try:
+        response = client.post(LAUNCHES, json={"name": "pinned-do", "provider": "digitalocean",
+                                               "plan": "gpu-4000adax1-20gb"}, headers=AUTH)
+        assert response.status_code == 201, response.json
+        assert response.json["provider"] == "digitalocean" and response.json["region"] in {"atl1", "tor1"}
+        assert response.json["hourly_price"] == 0.76
+        client.delete(f"{LAUNCHES}/pinned-do", headers=AUTH)
+    finally:
+        from app.engine.runtime import runtime
+
+        runtime(app).close()
+
+
 def test_without_a_plan_a_failing_second_cloud_still_launches_on_the_first(app, client, linode_world,
                                                                            monkeypatch) -> None:
     """DigitalOcean is configured but unreachable: the cheapest fit comes from Linode, in REGION."""

@@ -20,7 +20,7 @@ from app.domain.sizing import MIN_CONTEXT_TOKENS
 from app.engine import failsafe
 from app.engine.claims import claimed
 from app.engine.state import record_event, transition
-from app.errors import ConflictError, FieldError, NotFoundError, UserError
+from app.errors import ConfigError, ConflictError, FieldError, NotFoundError, UserError
 from app.extensions import db
 from app.models import OrphanInstance, Session, SessionState, utcnow
 from app.providers import get_provider
@@ -168,8 +168,10 @@ def _effective_settings(request: LaunchRequest, demo: bool) -> Settings:
     if request.idle_minutes is not None:
         overrides["watchdog_enabled"] = request.idle_minutes > 0
         overrides["watchdog_timeout_minutes"] = request.idle_minutes or settings.watchdog_timeout_minutes
-    if request.provider is not None:
+    if request.provider is not None and request.provider != settings.provider and not demo:
         overrides["provider"] = request.provider
+        if request.region is None:
+            overrides["region"] = None  # REGION is PROVIDER's; the plan's own region is taken instead
     if demo:
         if request.provider not in (None, "simulated"):
             raise UserError(f"the panel runs in demo mode, so it launches only on the simulated cloud, not on "
@@ -204,6 +206,19 @@ def _with_cheapest_plan(settings: Settings, report) -> Settings:
     return settings
 
 
+def _with_region_of_plan(settings: Settings, provider, home: Path) -> Settings:
+    """No region (a provider pinned other than PROVIDER): the first region that offers the plan."""
+    from app.providers.base import ProviderError
+    from app.services import catalog as catalog_service
+
+    try:
+        plans = catalog_service.list_plans(provider, home)
+    except (ProviderError, ConfigError):
+        return settings  # validation then reports what is missing
+    plan = next((p for p in plans if p.id == settings.plan), None)
+    return replace(settings, region=plan.regions[0]) if plan is not None and plan.regions else settings
+
+
 def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, provider=None) -> Session:
     """Validate the request (config, plan in region, model fits) and queue the launch; no VM exists yet.
 
@@ -231,6 +246,8 @@ def request_launch(request: LaunchRequest, *, home: Path, demo: bool = False, pr
         if chosen is not None:
             settings = chosen.settings
     provider = provider or engine.provider(settings.provider, request.workdir)
+    if settings.region is None and settings.plan:
+        settings = _with_region_of_plan(settings, provider, home)
     if settings.plan is None and settings.region and settings.model_id:
         settings = _with_cheapest_plan(settings, validate_launch(settings, provider, home))
     report = validate_launch(settings, provider, home)
