@@ -461,3 +461,26 @@ def test_the_panel_wizard_starts_at_the_cloud_and_saves_provider(panel, tmp_path
     response = client.post("/setup/save", data=state, headers=headers)
     assert response.status_code == 200 and response.headers.get("HX-Redirect"), response.get_data(as_text=True)
     assert "PROVIDER=simulated" in (tmp_path / "project" / ".env").read_text()
+
+
+def test_the_panel_wizard_walks_digitalocean_to_a_saved_provider(panel, tmp_path: Path,
+                                                                 do_api: FakeDigitalOceanApi) -> None:
+    """DigitalOcean's token is found: its regions and sizes fill the later steps, the Linode token is not asked."""
+    client, headers = panel
+    html = client.post("/setup/provider", data={"provider": "digitalocean"}, headers=headers).get_data(as_text=True)
+    assert "How capable should the model be?" in html
+    state = {"provider": "digitalocean", "tier": "small"}
+    html = client.post("/setup/tier", data=state, headers=headers).get_data(as_text=True)
+    assert "Regions of <strong>digitalocean</strong>" in html and 'name="region" value="tor1"' in html
+    state = {**state, "region": "tor1"}
+    html = client.post("/setup/region", data=state, headers=headers).get_data(as_text=True)
+    assert re.search(r'value="gpu-4000adax1-20gb" checked', html) and "$0.76" in html
+    state = {**state, "plan": "gpu-4000adax1-20gb", "model_id": "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ",
+             "context": "16384", "tp": "1"}
+    html = client.post("/setup/step/review", data=state, headers=headers).get_data(as_text=True)
+    assert "Checks passed" in html, html
+    assert 'name="hf_token"' in html and 'name="linode_token"' not in html
+    response = client.post("/setup/save", data=state, headers=headers)
+    assert response.headers.get("HX-Redirect"), response.get_data(as_text=True)
+    env = (tmp_path / "project" / ".env").read_text()
+    assert "PROVIDER=digitalocean" in env and "REGION=tor1" in env and "TYPE=gpu-4000adax1-20gb" in env
