@@ -16,7 +16,8 @@ import pytest
 from app.errors import ConfigError
 from app.providers import aws_catalog
 from app.providers.aws import MAX_ATTEMPTS, ROOT_VOLUME_GB, AwsProvider
-from app.providers.aws_errors import FailsafeUnavailable, VcpuQuotaExceeded
+from app.providers.aws_errors import VcpuQuotaExceeded
+from app.providers.base import FailsafeUnavailable
 from app.providers.base import (
     AuthError, CapacityError, InstanceStatus, InvalidRequest, NotFound, ProviderError, TransientError,
 )

@@ -24,7 +24,8 @@ from app.domain import host_contract as hc
 from app.domain import vm_contract as vc
 from app.domain.cloud_init import TEMPLATE_DIR, CloudInitInputs, render_user_data
 from app.engine.identity import ensure_identity, load_identity, pin_host_key
-from app.models import SessionState
+from app.extensions import db
+from app.models import Session, SessionState
 from app.providers.base import AuthError, NotFound, ProviderError
 from app.providers.host_registry import HostRegistry, fingerprint
 from app.providers.ssh_host import HostKeyChanged, SshHostProvider
@@ -234,6 +235,9 @@ def test_launch_pins_the_hosts_own_key_and_applies_the_cloud_config_without_its_
     assert oct(env.stat().st_mode & 0o777) == "0o600" and identity.api_key in env.read_text()
     assert not os.path.exists(world.host.path("/etc/ssh"))  # host keys in the cloud-config were not applied
     with app.app_context():
+        events = db.session.get(Session, ready.id).events
+        assert not [e.message for e in events if e.kind == "warning"]  # no failsafe is a fact here, not a danger
+        assert any("no failsafe on your own machine" in e.message for e in events if e.kind == "note")
         sessions_service.request_destroy(name, actor="tester")
     drive(app, name, in_state(SessionState.DESTROYED), timeout=60)
     assert world.leftovers() == [] and world.creates() == 1 and world.deletes() == 1

@@ -15,7 +15,7 @@ from app.domain import failsafe as rules
 from app.domain import vm_contract as vm
 from app.engine.state import record_event
 from app.models import Session
-from app.providers.base import AuthError, NotFound, Provider, ProviderError
+from app.providers.base import AuthError, NoFailsafeNeeded, NotFound, Provider, ProviderError
 from app.remote import RemoteError, RemoteHost
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ def arm(session: Session, provider: Provider, remote: RemoteHost, now: datetime)
                                 limits.silence_minutes)
     try:
         _install(session, provider, remote, limits, expiry, now)
+    except NoFailsafeNeeded as exc:
+        _save(session, {"enabled": False, "problem": str(exc)[:200]})
+        record_event(session, "note", str(exc)[:300])
+        return
     except (ProviderError, RemoteError) as exc:
         problem = ("the provider refused to mint its token: a token can only mint tokens with scopes it has itself "
                    "(Linodes read/write)" if isinstance(exc, AuthError) else str(exc))[:200]
@@ -124,6 +128,10 @@ def renew_if_due(session: Session, provider: Provider, remote: RemoteHost, now: 
     _save(session, state)
     try:
         _install(session, provider, remote, limits, expiry, now)
+    except NoFailsafeNeeded as exc:
+        _save(session, {"enabled": False, "problem": str(exc)[:200]})
+        record_event(session, "note", str(exc)[:300])
+        return
     except (ProviderError, RemoteError) as exc:
         log.info("failsafe: %s: could not renew (%s); retrying at the next tick", session.name, exc)
         if extended:

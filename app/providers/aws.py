@@ -33,11 +33,10 @@ from app.domain.cloud_init import USER_DATA_MAX_BYTES, UserDataTooLarge, encode_
 from app.errors import ConfigError
 from app.providers import aws_catalog as catalog
 from app.providers.aws_api import MAX_ATTEMPTS, AwsApi
-from app.providers.aws_errors import FailsafeUnavailable
 from app.providers.aws_session import SSH_PORT, SessionResources
 from app.providers.base import (
-    OWNER_TAG, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound, ProviderError, Region,
-    SessionToken,
+    OWNER_TAG, FailsafeUnavailable, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound,
+    ProviderError, Region, SessionToken,
 )
 
 log = logging.getLogger(__name__)

@@ -51,10 +51,6 @@ class AlreadyExists(InvalidRequest):
     """EC2 already has the thing (``*.Duplicate``): an earlier attempt whose answer was lost made it."""
 
 
-class FailsafeUnavailable(ProviderError):
-    """AWS cannot mint a credential limited to one instance, so the on-VM failsafe cannot be armed."""
-
-
 def translate(exc: Exception, what: str, *, region: str | None = None, plan: str | None = None,
               thing: str = "object") -> ProviderError:
     """The typed error for one failed SDK call; anything unexpected is raised as it is (a bug, not a cloud answer)."""

@@ -175,6 +175,15 @@ class NotFound(ProviderError):
     """The provider confirmed the instance does not exist (a real 404)."""
 
 
+class FailsafeUnavailable(ProviderError):
+    """``mint_session_token`` is impossible on this provider (it cannot narrow a credential to one instance); the
+    message says why. The launch goes on without the on-VM failsafe and the session's history says so."""
+
+
+class NoFailsafeNeeded(FailsafeUnavailable):
+    """A machine that bills nobody by the hour (your own host): nothing for a failsafe to stop."""
+
+
 class InvalidRequest(ProviderError):
     """The provider rejected the request as malformed (400/422); ``field`` names the offending field if known."""
 

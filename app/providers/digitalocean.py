@@ -32,7 +32,8 @@ from app.config import Secret
 from app.domain.clock_offset import ClockOffset, parse_http_date
 from app.domain.gpu_catalog import gpu_by_name, gpu_for_plan
 from app.providers.base import (
-    OWNER_TAG, AuthError, CapacityError, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound,
+    OWNER_TAG, AuthError, CapacityError, FailsafeUnavailable, GpuPlan, Instance, InstanceSpec, InstanceStatus,
+    InvalidRequest, NotFound,
     ProviderError, RateLimited, Region, SessionToken, TransientError,
 )
 
@@ -108,7 +109,7 @@ def _status_and_body(pipeline_response: Any, deserialized: Any, _headers: Any) -
     return pipeline_response.http_response.status_code, deserialized
 
 
-class SessionTokensUnsupported(ProviderError):
+class SessionTokensUnsupported(FailsafeUnavailable):
     """DigitalOcean cannot narrow a token to one Droplet, so the on-VM failsafe gets none."""
 
 

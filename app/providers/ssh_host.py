@@ -32,7 +32,7 @@ from app.domain.cloud_init import TEMPLATE_DIR
 from app.domain.gpu_catalog import GpuModel, gpu_by_name
 from app.providers.base import (
     OWNER_TAG, AuthError, CapacityError, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound,
-    ProviderError, Region, SessionToken, TransientError,
+    NoFailsafeNeeded, ProviderError, Region, SessionToken, TransientError,
 )
 from app.providers.host_registry import HostRegistry, SshHost
 from app.remote import (
@@ -266,7 +266,7 @@ class SshHostProvider:
         return found
 
     def mint_session_token(self, label: str, expires_at: datetime) -> SessionToken:
-        raise ProviderError("no failsafe on your own machine: it bills nobody by the hour, and maider never deletes "
+        raise NoFailsafeNeeded("no failsafe on your own machine: it bills nobody by the hour, and maider never deletes "
                             "or powers off a machine it did not create")
 
     def revoke_session_token(self, token_id: str) -> None:
