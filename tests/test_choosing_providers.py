@@ -484,3 +484,27 @@ def test_the_panel_wizard_walks_digitalocean_to_a_saved_provider(panel, tmp_path
     assert response.headers.get("HX-Redirect"), response.get_data(as_text=True)
     env = (tmp_path / "project" / ".env").read_text()
     assert "PROVIDER=digitalocean" in env and "REGION=tor1" in env and "TYPE=gpu-4000adax1-20gb" in env
+
+
+def _launch_card(client) -> str:
+    html = client.get("/").get_data(as_text=True)
+    return re.sub(r"\s+", " ", re.search(r'<section class="card launch".*?</section>', html, re.S).group(0))
+
+
+def test_the_launch_card_compares_clouds_when_no_plan_is_saved(app, client) -> None:
+    write_project(Path(app.config["MAIDER_WORKDIR"]), "MODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct-AWQ\n",
+                  "LINODE_TOKEN=linode-token-123456\nDIGITALOCEAN_TOKEN=dop_v1_0123456789abcdef\n")
+    card = _launch_card(client)
+    assert "on the cheapest GPU that fits on any of linode, digitalocean" in card
+    assert "Not ready" not in card
+
+
+def test_the_launch_card_asks_for_the_chosen_clouds_credentials_not_linodes(app, client) -> None:
+    workdir = Path(app.config["MAIDER_WORKDIR"])
+    write_project(workdir, "PROVIDER=digitalocean\nREGION=tor1\nTYPE=gpu-4000adax1-20gb\n"
+                           "MODEL_ID=Qwen/Qwen2.5-Coder-7B-Instruct-AWQ\n")
+    card = _launch_card(client)
+    assert "digitalocean credentials (add DIGITALOCEAN_TOKEN to .env.secrets" in card and "LINODE_TOKEN" not in card
+    (workdir / ".env.secrets").write_text("DIGITALOCEAN_TOKEN=dop_v1_0123456789abcdef\n")
+    card = _launch_card(client)
+    assert "Not ready" not in card and "gpu-4000adax1-20gb</strong> (digitalocean)" in card

@@ -374,6 +374,8 @@ class LaunchContext:
     missing: tuple[str, ...]  # settings a real launch needs and the project lacks
     problems: tuple[str, ...]  # settings that could not be read
     hourly_price: float | None = None  # from the cached catalog; None when not known yet
+    provider: str = "linode"  # PROVIDER (the simulated cloud in demo mode)
+    clouds: tuple[str, ...] = ()  # with no plan saved: the configured providers whose cheapest fit is taken
 
     @property
     def ready(self) -> bool:
@@ -384,16 +386,24 @@ def launch_context(workdir: str, demo: bool) -> LaunchContext:
     """Read the project's .env (a local file read; nothing is resolved or fetched)."""
     from app.config import load_settings
 
+    from flask import current_app
+
+    from app.services import providers as providers_service
+
     settings = load_settings(workdir)
+    home = Path(current_app.config["MAIDER_HOME"])
     model = settings.model_id or (sessions_service.DEMO_DEFAULTS["model_id"] if demo else None)
     plan = settings.plan or (sessions_service.DEMO_DEFAULTS["plan"] if demo else None)
     region = settings.region or (sessions_service.DEMO_DEFAULTS["region"] if demo else None)
-    missing = tuple(label for label, value in (("model (MODEL_ID)", model), ("region (REGION)", region))
-                    if not value)
-    if not demo and settings.linode_token is None:
-        missing += ("Linode token (LINODE_TOKEN)",)
+    configured = () if demo else tuple(providers_service.configured_providers(settings, home))
+    clouds = configured if plan is None and configured not in ((), (settings.provider,)) else ()
+    needed = (("model (MODEL_ID)", model),) + ((("region (REGION)", region),) if not clouds else ())
+    missing = tuple(label for label, value in needed if not value)
+    if not demo and not clouds and settings.provider not in configured and settings.provider != "simulated":
+        missing += ("Linode token (LINODE_TOKEN)" if settings.provider == "linode" else
+                    f"{settings.provider} credentials ({providers_service.HOW_TO_CONFIGURE[settings.provider]})",)
     problems = tuple(str(p) for p in settings.problems)
     defaults = demo and not (settings.model_id and settings.region)
     price = sessions_service.quote_hourly_price(workdir, plan, region, demo=demo)
     return LaunchContext(workdir, demo, defaults, model, plan, region, settings.max_model_len, missing, problems,
-                         price)
+                         price, "simulated" if demo else settings.provider, clouds)
