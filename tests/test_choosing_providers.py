@@ -508,3 +508,14 @@ def test_the_launch_card_asks_for_the_chosen_clouds_credentials_not_linodes(app,
     (workdir / ".env.secrets").write_text("DIGITALOCEAN_TOKEN=dop_v1_0123456789abcdef\n")
     card = _launch_card(client)
     assert "Not ready" not in card and "gpu-4000adax1-20gb</strong> (digitalocean)" in card
+
+
+def test_any_cloud_with_credentials_ends_demo_mode_for_local_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As 'maider serve' decides: demo only when no cloud has credentials here (or PROVIDER=simulated)."""
+    from app.cli.local_cloud import is_demo
+
+    assert is_demo(load_settings(Path.cwd()))
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "dop_v1_0123456789abcdef")
+    assert not is_demo(load_settings(Path.cwd()))
+    monkeypatch.setenv("PROVIDER", "simulated")
+    assert is_demo(load_settings(Path.cwd()))

@@ -15,8 +15,10 @@ from app.providers.base import Provider
 
 
 def is_demo(settings: Settings) -> bool:
-    """Demo when maider would serve in demo mode: the Linode provider but no token, or the simulated one chosen."""
-    return settings.provider == "simulated" or (settings.provider == "linode" and settings.linode_token is None)
+    """Demo when maider would serve in demo mode: the simulated cloud chosen, or no cloud has credentials here."""
+    from app.services.providers import configured_providers
+
+    return settings.provider == "simulated" or not configured_providers(settings, default_home())
 
 
 def local_cloud(settings: Settings) -> tuple[Settings, Provider, Path]:

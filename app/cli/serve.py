@@ -86,9 +86,12 @@ def serve(host: str | None, port: int, demo: bool | None, share: bool, share_por
     logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
     settings = load_settings()
     if demo is None:
-        demo = settings.linode_token is None
+        from app.services.providers import configured_providers
+
+        demo = not configured_providers(settings, default_home())  # any cloud with credentials will do
         if demo:
-            click.echo("No Linode token found (LINODE_TOKEN, .env.secrets or linode-cli): starting in demo mode.")
+            click.echo("No Linode token found (LINODE_TOKEN, .env.secrets or linode-cli), nor any other cloud's "
+                       "credentials (DIGITALOCEAN_TOKEN, AWS, 'maider host add'): starting in demo mode.")
     actual = find_free_port(host, port)
     if actual != port:
         click.echo(f"Port {port} is taken; using {actual}.")
