@@ -13,6 +13,12 @@ of its ``vllm:time_to_first_token_seconds`` and ``vllm:inter_token_latency_secon
 between what a client reports and what the server saw is that client's own error. It is not all the client's:
 the histograms start when the engine gets the request, so time the API server process waits for the CPU shows up
 as client error too (100-500 ms TTFT outliers appeared here for a raw-socket client as well under load 8-14).
+maider's client stamps each chunk with the kernel's receive time, so its "client - server" is what really reached
+the socket: on 2026-12-01 (load 5-10) the first chunk arrived 2-145 ms after the server's own first-token time for
+maider's turns and 6-99 ms for vLLM's, varying from turn to turn (then the rest of the stream caught up, which is
+why a late first chunk also lowers the mean ITL by delay / (tokens - 1)). Two runs gave maider/vLLM ratios of
+TTFT 1.21 / 0.93, ITL 1.04 / 0.93, output throughput 0.84 / 1.06: on this machine the 10 % agreement holds in
+some runs and not others, which is why the real-vLLM test asserts the same requests and tokens, not the figures.
 """
 from __future__ import annotations
 

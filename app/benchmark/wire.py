@@ -29,6 +29,7 @@ import httpcore
 READ_BUFFER_LIMIT = 1 << 20  # stop reading the socket while this much is unread (a stalled reader, not a stream)
 WRITE_BUFFER_LIMIT = 1 << 16  # the request waits while this much is still to send
 READ_SIZE = 1 << 16
+MAX_STAMP_AGE_NS = 60 * 1_000_000_000
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; SCM_TIMESTAMPNS is the same
 
 
@@ -336,7 +337,8 @@ def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
             seconds, nanoseconds = struct.unpack("qq", data[:16])
             age = wall - (seconds * 1_000_000_000 + nanoseconds)
-            return (perf - max(0, age)) / 1e9
+            if 0 <= age <= MAX_STAMP_AGE_NS:  # else the wall clock was stepped meanwhile: the read's time is safer
+                return (perf - age) / 1e9
     return perf / 1e9
 
 
