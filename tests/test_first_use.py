@@ -133,6 +133,17 @@ def test_a_switch_that_does_not_fit_says_so_once_with_units(client, ctx):
     assert body.count("largest context") == 1 and "won&#39;t fit: " not in body
 
 
+def test_a_switch_on_a_plan_named_without_its_gpu_is_still_checked_to_fit(client, ctx):
+    # AWS's g5.xlarge (or your own host's name) says nothing about the GPU: the A10G recorded at launch does
+    session = make_session("ready", provider="aws", region="us-east-1", plan="g5.xlarge", gpus=1, gpu_name="A10G",
+                           vllm_config={"max_model_len": 16384, "tensor_parallel_size": 1})
+    response = client.post(f"/sessions/{session.name}/model",
+                           data={"model_id": "Qwen/Qwen2.5-Coder-32B-Instruct-AWQ", "max_model_len": "32768"},
+                           headers=csrf_headers(client))
+    body = text(response)
+    assert "won&#39;t fit on g5.xlarge" in body and "plan has 24 GB" in body
+
+
 def test_the_switch_progress_does_not_repeat_itself(client, ctx):
     session = make_session("switching_model", stage_detail="loading the new model")
     page = text(client.get(f"/sessions/{session.name}"))

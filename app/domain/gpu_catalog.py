@@ -113,3 +113,12 @@ def gpu_by_name(name: str) -> GpuModel | None:
         if pattern.search(spaced):
             return model
     return None
+
+
+def gpu_of(plan_id: str, gpu_name: str | None) -> GpuModel | None:
+    """The GPU of a session's plan: by plan id, else by the GPU name recorded at launch (AWS's ``g5.xlarge`` or your
+    own host's name say nothing about the GPU; the name the provider reported does)."""
+    model = gpu_for_plan(plan_id)
+    if model is not None or not gpu_name:
+        return model
+    return next((m for m in GPU_MODELS.values() if m.name == gpu_name), None) or gpu_by_name(gpu_name)

@@ -18,7 +18,7 @@ from app.benchmark.client import Level, Target
 from app.benchmark.prompts import DEFAULT_OUTPUT_LEN, DatasetError, random_prompts, sharegpt_prompts
 from app.benchmark_models import BenchmarkRun, RunState
 from app.domain.benchmark_stats import parse_goodput
-from app.domain.gpu_catalog import gpu_for_plan
+from app.domain.gpu_catalog import gpu_of
 from app.engine import benchmark_runner
 from app.engine.identity import load_identity
 from app.engine.runtime import runtime
@@ -193,7 +193,7 @@ def _session_target(run: BenchmarkRun, session: Session, home: Path, endpoint: s
     if session.state != SessionState.READY or not session.api_port:
         raise UserError(f"session '{session.name}' is {session.state.label.lower()}; benchmarks need a ready "
                         "session")
-    gpu = gpu_for_plan(session.plan)
+    gpu = gpu_of(session.plan, session.gpu_name)
     run.session_id, run.session_name = session.id, session.name
     run.model_id, run.served_name = session.model_id, session.served_name
     run.provider, run.plan, run.region = session.provider, session.plan, session.region

@@ -401,13 +401,13 @@ def _check_switch_fit(session: Session, model_id: str, context: int, tp: int, se
 
     With ``shrink`` (no context asked for) a context that is only too long for the VRAM becomes the largest that
     fits."""
-    from app.domain.gpu_catalog import gpu_for_plan
+    from app.domain.gpu_catalog import gpu_of
     from app.providers.base import GpuPlan
     from app.services.model_info import ModelLookupError
     from app.services.validation import check_fit
 
-    plan = GpuPlan(id=session.plan, label=session.plan, gpus=session.gpus, gpu=gpu_for_plan(session.plan),
-                   hourly_price=session.hourly_price, memory_mb=0, vcpus=0)
+    plan = GpuPlan(id=session.plan, label=session.plan, gpus=session.gpus,
+                   gpu=gpu_of(session.plan, session.gpu_name), hourly_price=session.hourly_price, memory_mb=0, vcpus=0)
     try:
         fit = check_fit(model_id, plan, context, tp, hf_token=settings.hf_token.reveal() if settings.hf_token
                         else None, home=home, gpu_memory_utilization=settings.gpu_memory_utilization)
