@@ -1,6 +1,6 @@
-"""Which cloud a local CLI command (validate, list-types) asks: the same rule as ``maider serve``.
+"""Which cloud a local CLI command (validate) asks: the same rule as ``maider serve``.
 
-Without a Linode token the panel runs in demo mode, so these commands check against the simulated cloud too,
+When no cloud has credentials the panel runs in demo mode, so these commands check against the simulated cloud too,
 rather than stopping at the missing token."""
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def local_cloud(settings: Settings) -> tuple[Settings, Provider, Path]:
     home = default_home()
     if not is_demo(settings):
         return settings, get_provider(settings.provider, settings, home), home
-    click.echo("No Linode token found (LINODE_TOKEN, .env.secrets or linode-cli): demo mode, checking against the "
-               "simulated cloud.", err=True)
+    if settings.provider != "simulated":
+        click.echo("No Linode token found (LINODE_TOKEN, .env.secrets or linode-cli), nor any other cloud's "
+                   "credentials: demo mode, checking against the simulated cloud.", err=True)
     settings = replace(settings, provider="simulated")
     return settings, get_provider("simulated", settings, home / "demo"), home / "demo"
