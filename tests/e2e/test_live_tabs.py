@@ -9,7 +9,7 @@ import time
 import pytest
 from playwright.sync_api import Browser, expect
 
-from test_journey import _shot, panel, sign_in  # noqa: F401  (panel is a fixture)
+from test_journey import SHOTS, _shot, panel, sign_in  # noqa: F401  (panel is a fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -85,6 +85,8 @@ def test_a_launch_in_one_tab_shows_in_the_other_and_the_cost_ticks(panel, browse
     on_page.clear()
     expect(tokens).not_to_have_attribute("data-points", str(points), timeout=20_000)  # the monitor's next sample
     assert on_page and all("/live" in url for url in on_page), on_page
+    phone.locator("#session-live-charts").scroll_into_view_if_needed()
+    phone.screenshot(path=str(SHOTS / "live-tabs-400-session-charts.png"))
 
     second.click(".session-card button.button-danger")
     expect(first.locator(".session-card")).to_have_count(0, timeout=30000)
