@@ -33,8 +33,10 @@ def _static_v(filename: str) -> str:
     """Cache-busting static URL: the file's mtime as a query string."""
     from flask import current_app
 
-    path = Path(current_app.static_folder or "") / filename
-    version = int(path.stat().st_mtime) if path.exists() else 0
+    try:  # one stat, not an exists() and a stat(): a page names several files and every poll counts
+        version = int((Path(current_app.static_folder or "") / filename).stat().st_mtime)
+    except OSError:
+        version = 0
     return url_for("static", filename=filename, v=version)
 
 
