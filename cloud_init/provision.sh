@@ -92,14 +92,25 @@ case "$NVIDIA_DRIVER" in
         ;;
 esac
 KERNEL_RELEASE="$(uname -r)"
+# A GPU image that already runs a driver of the pinned branch or newer (DigitalOcean's AI/ML-ready image) needs no
+# install: the launch skips the slowest step, and the note tells the user why it was fast.
+WANTED_BRANCH="$(printf '%s' "$NVIDIA_DRIVER" | grep -o '[0-9]\{3,\}' | head -n 1 || true)"
+PRESENT_DRIVER="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true)"
 if [ -n "$OWN_MACHINE" ]; then
     # The user's driver is theirs: maider checks it (nvidia-smi) and never replaces it or reboots this machine.
     nvidia-smi -L || echo "maider: the NVIDIA driver on this machine is not working (nvidia-smi failed)"
+elif [ -n "$PRESENT_DRIVER" ] && [ -n "$WANTED_BRANCH" ] && [ "${PRESENT_DRIVER%%.*}" -ge "$WANTED_BRANCH" ] 2>/dev/null
+then
+    mkdir -p "$(dirname '{{DRIVER_NOTE_FILE}}')"
+    echo "the image already runs NVIDIA driver $PRESENT_DRIVER (branch $WANTED_BRANCH or newer): no driver install, no reboot" \
+        > '{{DRIVER_NOTE_FILE}}'
+    echo "maider: $(cat '{{DRIVER_NOTE_FILE}}')"
 else
 "${APT[@]}" install "linux-headers-$KERNEL_RELEASE" "linux-headers-${KERNEL_RELEASE##*-}" "${DRIVER_PACKAGES[@]}"
 modprobe nvidia || echo "maider: NVIDIA driver installed but not loaded; a reboot will load it"
-
-systemctl start apt-daily.timer apt-daily-upgrade.timer || true
+fi
+if [ -z "$OWN_MACHINE" ]; then
+    systemctl start apt-daily.timer apt-daily-upgrade.timer || true
 fi
 systemctl daemon-reload
 systemctl enable '{{SYSTEMD_UNIT}}'

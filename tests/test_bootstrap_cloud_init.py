@@ -152,6 +152,40 @@ def test_the_driver_is_the_headless_server_package_of_the_long_term_branch(confi
     assert _driver_packages(script, "nvidia-open-580", True, tmp_path) == ["nvidia-open-580"]
 
 
+def _driver_step(script: str, tmp_path: Path, present: str | None) -> tuple[str, list[str]]:
+    """Run provision.sh's driver step in bash with nvidia-smi answering ``present`` (None: no driver loaded);
+    returns the driver note and the commands that were called (apt-get, modprobe, systemctl)."""
+    start = script.index('KERNEL_RELEASE="$(uname -r)"')
+    end = script.index("\nfi\n", start) + len("\nfi\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    calls = tmp_path / "calls"
+    for tool in ("apt-get", "modprobe", "systemctl", "uname"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n')
+    smi = "exit 9" if present is None else f"echo {present}"
+    (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\n{smi}\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    note = tmp_path / "driver-note"
+    snippet = ('set -euo pipefail\nNVIDIA_DRIVER="$1"\nOWN_MACHINE=""\nAPT=(apt-get -y)\nDRIVER_PACKAGES=(x)\n'
+               + script[start:end].replace(vm_contract.DRIVER_NOTE_FILE, str(note)))
+    subprocess.run(["bash", "-c", snippet, "provision", "nvidia-driver-580-server"], check=True,
+                   env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, capture_output=True, text=True)
+    return (note.read_text().strip() if note.exists() else ""), (calls.read_text().splitlines() if calls.exists()
+                                                                  else [])
+
+
+def test_an_image_with_a_current_driver_skips_the_install_and_says_so(config: dict, tmp_path: Path) -> None:
+    script = _file(config, PROVISION_SCRIPT)
+    note, calls = _driver_step(script, tmp_path / "ai-image", "580.95.05")
+    assert "already runs NVIDIA driver 580.95.05" in note and "no driver install" in note
+    assert not [c for c in calls if c.startswith(("apt-get", "modprobe"))]
+    note, calls = _driver_step(script, tmp_path / "old-driver", "550.54.15")  # an older branch is replaced
+    assert note == "" and any(c.startswith("apt-get -y install") for c in calls)
+    note, calls = _driver_step(script, tmp_path / "bare", None)  # the usual fresh VM
+    assert note == "" and any(c.startswith("apt-get -y install") for c in calls)
+
+
 # Docker Hub's limits
 
 def test_docker_pulls_through_a_registry_mirror_configured_before_docker_starts(config: dict) -> None:

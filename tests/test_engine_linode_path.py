@@ -56,3 +56,16 @@ def test_launch_without_a_plan_takes_the_cheapest_that_fits(app, linode_world):
         assert session.plan == "g2-gpu-rtx4000a2-s" and session.gpus == 2  # one 20 GB GPU is too small at 32K
         assert session.vllm_config["tensor_parallel_size"] == 2
         assert session.hourly_price == pytest.approx(1.05)
+
+
+def test_an_image_that_already_runs_the_driver_needs_no_reboot_and_says_why_it_was_fast(app, linode_world):
+    from app.simulator.vm import VmBehaviour
+
+    linode_world["behaviour"]["value"] = VmBehaviour.fast(image_driver="580.95.05", needs_reboot=False)
+    name = launch(app, "ai-image", linode_world["workdir"])
+    ready = drive(app, name, in_state(SessionState.READY, SessionState.FAILED))
+    assert ready.status == "ready", ready.status_message
+    with app.app_context():
+        events = db.session.get(Session, ready.id).events
+    assert "Rebooting" not in " ".join(e.message for e in events if e.kind == "state")
+    assert any("already runs NVIDIA driver 580.95.05" in e.message for e in events if e.kind == "note")

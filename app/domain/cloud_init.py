@@ -63,6 +63,7 @@ _TEMPLATE_VALUES = {
     "ENV_FILE": vm_contract.ENV_FILE,
     "LLM_DIR": vm_contract.LLM_DIR,
     "STAGE_FILE": vm_contract.STAGE_FILE,
+    "DRIVER_NOTE_FILE": vm_contract.DRIVER_NOTE_FILE,
     "SYSTEMD_UNIT": vm_contract.SYSTEMD_UNIT,
     "VLLM_PORT": str(vm_contract.VLLM_PORT),
     "START_SCRIPT": START_SCRIPT,

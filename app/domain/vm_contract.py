@@ -13,6 +13,7 @@ STAGE_FILE = "/var/lib/maider/stage"  # one word, written by the VM-side start s
 # One line from the VM-side scripts when the start cannot succeed by waiting (Docker Hub's pull limit, a load that
 # stalled): shown first by CMD_VLLM_LOGS so the diagnosis reads it with vLLM's own log. Removed when the stack runs.
 PROBLEM_FILE = "/var/lib/maider/problem"
+DRIVER_NOTE_FILE = "/var/lib/maider/driver-note"  # written when the image's own driver made the install unnecessary
 SYSTEMD_UNIT = "maider-llm.service"  # starts the compose stack once the GPU is visible
 VLLM_CONTAINER = "vllm"  # container_name of the vLLM service: logs are read by this name, never "the newest"
 WEBUI_CONTAINER = "open-webui"
@@ -45,6 +46,7 @@ CMD_GPU_QUERY = ("nvidia-smi --query-gpu=index,name,memory.total,memory.used,uti
                  "--format=csv,noheader,nounits")
 CMD_REBOOT = "systemctl reboot"
 CMD_START_STACK = f"systemctl start {SYSTEMD_UNIT}"
+CMD_READ_DRIVER_NOTE = f"cat {DRIVER_NOTE_FILE} 2>/dev/null || true"
 CMD_READ_STAGE = f"cat {STAGE_FILE} 2>/dev/null || true"
 CMD_VLLM_LOGS = f"cat {PROBLEM_FILE} 2>/dev/null; docker logs --tail 400 {VLLM_CONTAINER} 2>&1"
 CMD_READ_ENV = f"cat {ENV_FILE}"

@@ -56,6 +56,9 @@ def step_configuring(ctx: StepContext) -> None:
             return
         record_event(session, "stage", "cloud-init finished")
         if _gpu_visible(remote):
+            note = remote.run(vm.CMD_READ_DRIVER_NOTE, timeout=20).stdout.strip()
+            if note:  # the image's own driver: say why this launch was fast
+                record_event(session, "note", note[:300])
             _start_stack(ctx, remote)
             return
         if not getattr(ctx.runtime.provider_for(session), "reboots_allowed", True):

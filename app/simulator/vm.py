@@ -54,6 +54,7 @@ class VmBehaviour:
     pull_s: float = 2.0  # docker image pull (first start only)
     load_s: float = 4.0  # weight download + load (CACHED_LOAD_FACTOR of it when cached)
     needs_reboot: bool = True  # the NVIDIA driver only loads after a reboot (the usual case on a fresh VM)
+    image_driver: str | None = None  # the image already runs this driver version (DigitalOcean's AI/ML image)
     cloud_init_error: bool = False  # cloud-init ends in "error"; the driver never gets installed
     ssh_never: bool = False  # port 22 never answers
     wrong_host_key: bool = False  # sshd presents a key other than the one in the cloud-config
@@ -163,6 +164,9 @@ class SimulatedVm:
             vc.CMD_REBOOT: lambda _in: self._request_reboot(),
             vc.CMD_START_STACK: lambda _in: self._start_stack(),
             vc.CMD_READ_STAGE: lambda _in: ExecResult(0, f"{self.stage}\n" if self.stage else ""),
+            vc.CMD_READ_DRIVER_NOTE: lambda _in: ExecResult(0, (
+                f"the image already runs NVIDIA driver {self.behaviour.image_driver} (branch 580 or newer): no driver "
+                "install, no reboot\n") if self.behaviour.image_driver and self._cloud_init_state() == "done" else ""),
             vc.CMD_VLLM_LOGS: lambda _in: self._docker_logs(),
             vc.CMD_READ_ENV: lambda _in: ExecResult(0, self.env_text),
             vc.CMD_WRITE_ENV: self._write_env,
