@@ -1,6 +1,8 @@
 """The benchmark's clock at the socket (app.benchmark.wire), against a real HTTP/1.1 server over TCP and TLS."""
 import asyncio
+import itertools
 import json
+import socket
 import ssl
 import threading
 import time
@@ -79,17 +81,17 @@ def test_chunks_are_timed_when_they_arrive_not_when_a_busy_client_reads_them(sse
     port = sse_server()
 
     async def read_late() -> tuple[float, list[float], float]:
-        async with httpx.AsyncClient(transport=_timed_transport(ssl.create_default_context())) as client:
-            async with client.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json={}) as response:
-                wire = response.extensions["network_stream"]
-                await asyncio.sleep(0.3)
-                stamps = [wire.received_at async for _ in response.aiter_raw()]
-                return wire.sent_at, stamps, time.perf_counter()
+        async with httpx.AsyncClient(transport=_timed_transport(ssl.create_default_context())) as client, \
+                client.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json={}) as response:
+            wire = response.extensions["network_stream"]
+            await asyncio.sleep(0.3)
+            stamps = [wire.received_at async for _ in response.aiter_raw()]
+            return wire.sent_at, stamps, time.perf_counter()
 
     sent_at, stamps, read_at = asyncio.run(read_late())
     arrivals = sorted(set(stamps))
     assert len(arrivals) >= TOKENS
-    assert all(later - earlier >= GAP_S * 0.8 for earlier, later in zip(arrivals, arrivals[1:TOKENS]))
+    assert all(later - earlier >= GAP_S * 0.8 for earlier, later in itertools.pairwise(arrivals[:TOKENS]))
     assert sent_at < arrivals[0] < read_at - 0.2
 
 
@@ -136,20 +138,8 @@ def test_a_reply_cut_off_midway_is_a_failed_request_that_says_so(sse_server):
 
 
 def test_nothing_listening_stops_the_run_with_the_reason():
-    with socket_closed_port() as port:
-        with pytest.raises(WarmupFailed, match="ConnectError"):
-            run_sweep(Target(f"http://127.0.0.1:{port}", "m"), [Prompt("hi", TOKENS, 1)], [Level(1)],
-                      ignore_eos=True)
-
-
-class socket_closed_port:
-    """A port that was just free: connecting to it is refused."""
-
-    def __enter__(self) -> int:
-        import socket
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
-
-    def __exit__(self, *exc) -> None:
-        pass
+    with socket.socket() as sock:  # a port that was just free: connecting to it is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(WarmupFailed, match="ConnectError"):
+        run_sweep(Target(f"http://127.0.0.1:{port}", "m"), [Prompt("hi", TOKENS, 1)], [Level(1)], ignore_eos=True)

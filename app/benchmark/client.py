@@ -186,7 +186,7 @@ async def send_request(client: httpx.AsyncClient, target: Target, prompt: Prompt
             async for line in response.aiter_lines():
                 if line.startswith("data:"):
                     reading.add(timed.received_at if timed is not None else time.perf_counter(), line)
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, ValueError, TypeError) as exc:
         return RequestOutcome(False, error=f"{type(exc).__name__}: {str(exc)[:ERROR_TEXT_MAX]}",
                               started_at=start - level_start)
     return reading.outcome(level_start)
@@ -208,7 +208,7 @@ class _StreamTimes:
             return
         message = json.loads(payload)
         if not isinstance(message, dict):
-            raise ValueError(f"a stream message that is not a JSON object: {payload[:80]!r}")
+            raise TypeError(f"a stream message that is not a JSON object: {payload[:80]!r}")
         if message.get("choices"):
             if self.first:
                 self.ttft, self.first = arrived - self.start, False
