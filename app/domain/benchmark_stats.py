@@ -6,7 +6,8 @@ So a maider figure and a vLLM figure for the same server mean the same thing:
 - TPOT: (latency - TTFT) / (output tokens - 1), only for requests with more than one output token -- it excludes the
   first token (GuideLLM's "time per output token" includes it, so the two differ).
 - E2EL: latency, the time of the last token chunk (the usage-only chunk does not move it).
-- Throughputs divide by the wall time of the measured run; token counts come from the server's ``usage``.
+- Throughputs divide by the wall time of the measured run (the client: from the first request's bytes leaving to the
+  last token's arrival, read at the socket); token counts come from the server's ``usage``.
 - std is the population standard deviation; percentiles interpolate linearly (numpy's default).
 Pure functions: no I/O, no clock.
 """
