@@ -171,6 +171,8 @@ def test_gated_model_is_a_problem_and_the_token_never_shows(hub: FakeHfHub) -> N
 class RefusingProvider(SimulatedProvider):
     """The far side saying no: a cloud that rejects the token."""
 
+    name = "linode"
+
     def regions(self):  # type: ignore[no-untyped-def]
         raise AuthError("Linode refused the token (401): check LINODE_TOKEN has read/write on Linodes")
 
@@ -180,6 +182,18 @@ def test_provider_auth_error_names_the_token(home: Path) -> None:
     report = validate_launch(load_settings(), RefusingProvider(home), home)
     assert [p.variable for p in report.problems] == ["LINODE_TOKEN"]
     assert "refused the token" in report.problems[0].message
+
+
+def test_a_digitalocean_token_refused_is_named_as_digitalocean_s(home: Path, tmp_path: Path) -> None:
+    from app.providers.digitalocean import DigitalOceanProvider
+    from fakes.digitalocean_api import FakeDigitalOceanApi
+
+    write_env(f"REGION=nyc2\nTYPE=gpu-h100x1-80gb\nMODEL_ID={QWEN_32B_AWQ}\n")
+    with FakeDigitalOceanApi() as api:
+        provider = DigitalOceanProvider("dop_v1_not-the-right-one", base_url=api.base_url, sleep=lambda _s: None)
+        report = validate_launch(load_settings(), provider, home)
+    assert [p.variable for p in report.problems] == ["DIGITALOCEAN_TOKEN"]
+    assert "LINODE" not in report.problems[0].message
 
 
 def test_linode_without_a_token_is_a_problem_before_any_call(home: Path) -> None:

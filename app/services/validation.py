@@ -106,6 +106,11 @@ def _offline(report: ValidationReport, settings: Settings, provider: Provider,
     return [p for p in map(_built_in_plan, LINODE_PLANS) if p is not None]
 
 
+# What to fix when a provider refuses or cannot be asked: its credential, named as the user sets it.
+_CREDENTIAL = {"linode": "LINODE_TOKEN", "digitalocean": "DIGITALOCEAN_TOKEN", "aws": "AWS credentials",
+               "ssh": "maider host add", "simulated": "PROVIDER"}
+
+
 def _catalog(report: ValidationReport, settings: Settings, provider: Provider, home: Path,
              offline_fit: bool = False) -> tuple[list[GpuPlan], bool] | None:
     """Check region and plan against the provider's (cached) catalog; return the region's plans, or None."""
@@ -113,6 +118,7 @@ def _catalog(report: ValidationReport, settings: Settings, provider: Provider, h
         report.add("LINODE_TOKEN", "not set: create a token at cloud.linode.com (Linodes read/write) and put it in "
                                    ".env.secrets, or log in with linode-cli; region and plan were not checked")
         return None
+    credential = _CREDENTIAL.get(provider.name, "PROVIDER")
     try:
         regions = catalog_service.list_regions(provider, home)
         region_ids = {r.id for r in regions}
@@ -133,18 +139,18 @@ def _catalog(report: ValidationReport, settings: Settings, provider: Provider, h
         plans = catalog_service.list_plans(provider, home, region=settings.region if region_ok else None)
         all_plans = plans if not region_ok else catalog_service.list_plans(provider, home)
     except AuthError as exc:
-        report.add("LINODE_TOKEN", str(exc))  # the provider's message says what to fix
+        report.add(credential, str(exc))  # the provider's message says what to fix
         return None
     except ConfigError as exc:  # e.g. an op:// reference that 1Password could not resolve
-        report.add(exc.variable or "LINODE_TOKEN", str(exc))
+        report.add(exc.variable or credential, str(exc))
         return None
     except (TransientError, RateLimited) as exc:
         if offline_fit:
             return _offline(report, settings, provider, exc), False
-        report.add("LINODE_TOKEN", f"could not check the region and plan with {provider.name}: {exc}")
+        report.add(credential, f"could not check the region and plan with {provider.name}: {exc}")
         return None
     except ProviderError as exc:
-        report.add("LINODE_TOKEN", f"could not check the region and plan with {provider.name}: {exc}")
+        report.add(credential, f"could not check the region and plan with {provider.name}: {exc}")
         return None
     region_plans = [p for p in plans if not p.regions or not region_ok or settings.region in p.regions]
     if settings.plan:
