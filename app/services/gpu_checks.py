@@ -1,56 +1,99 @@
 """GPU checks of a ready session, for the CLI, the API and the session page's buttons.
 
-The user waits for the verdict, so the checks run in the request's thread (bounded: seconds for ``check``, about
-a minute for ``validate-perf``); each result is also recorded in the session's events.
+A check is a row plus a thread of the server (``app.engine.check_runner``): starting one answers at once, and the
+row says which step runs and which verdicts are in. One check at a time per session: two would load the same GPU
+and spoil each other's figures. Each verdict is also recorded in the session's events.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 
-from app.domain.gpu_checks import CheckResult
-from app.engine import gpu_checks as engine_checks
+from app.benchmark_models import RunState
+from app.check_models import CheckRun
+from app.engine import check_runner
 from app.engine.identity import load_identity
-from app.engine.runtime import runtime
-from app.engine.state import record_event
-from app.errors import UserError
+from app.errors import ConflictError, NotFoundError, UserError
 from app.extensions import db
-from app.models import SessionState
+from app.models import Session, SessionState, utcnow
 from app.services import sessions as sessions_service
 
-KINDS = {"check": engine_checks.check, "validate-perf": engine_checks.validate_perf}
+KINDS = tuple(check_runner.KINDS)
+STOPPED_MESSAGE = "maider stopped while this check was running"
 
 
-@dataclass(frozen=True)
-class Report:
-    kind: str
-    session: str
-    results: list[CheckResult]
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.results)
-
-    def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "session": self.session, "ok": self.ok,
-                "checks": [r.as_dict() for r in self.results]}
-
-
-def run(app: Flask, name: str, kind: str, actor: str) -> Report:
-    """Run ``check`` or ``validate-perf`` on a ready session and record the verdict."""
+def start(app: Flask, name: str, kind: str, actor: str) -> CheckRun:
+    """Start ``check`` or ``validate-perf`` on a ready session; ConflictError while one already runs there."""
+    if kind not in check_runner.KINDS:
+        raise UserError(f"no check called '{kind}': use one of {', '.join(KINDS)}")
     session = sessions_service.get_session(name)
     if session.state != SessionState.READY or not session.api_port:
         raise UserError(f"session '{session.name}' is {session.state.label.lower()}; GPU checks need a ready "
                         "session")
+    _refuse_second(app, session)
     identity = load_identity(Path(app.config["MAIDER_HOME"]), session.uid)
-    results = KINDS[kind](runtime(app), session, identity)
-    report = Report(kind, session.name, results)
-    failed = [r for r in results if not r.ok]
-    message = (f"{kind}: all {len(results)} checks passed" if not failed
-               else f"{kind} failed: " + "; ".join(f"{r.name}: {r.message}" for r in failed))
-    record_event(session, "check", message[:500], actor=actor, ok=report.ok,
-                 checks=[r.as_dict() for r in results])
+    run = CheckRun(session_id=session.id, session_name=session.name, kind=kind, created_by=actor[:64],
+                   steps_total=check_runner.KINDS[kind][1], results=[], step="starting")
+    db.session.add(run)
     db.session.commit()
-    return report
+    if not check_runner.start(app, run.id, session.id, identity, actor):  # another start won the race
+        db.session.delete(run)
+        db.session.commit()
+        _refuse_second(app, session)
+    return run
+
+
+def _refuse_second(app: Flask, session: Session) -> None:
+    running = check_runner.running_on(app, session.id)
+    if running is None:
+        return
+    other = db.session.get(CheckRun, running)
+    what = other.kind if other is not None else "a check"
+    raise ConflictError(f"{what} #{running} is already running on '{session.name}': wait for its verdict or "
+                        f"cancel it (maider check runs one at a time per session, so the load of one does not "
+                        f"skew the other)")
+
+
+def get(app: Flask, run_id: int) -> CheckRun:
+    """The check run; one left running by a stopped server is marked failed the first time it is read."""
+    run = db.session.get(CheckRun, run_id)
+    if run is None:
+        raise NotFoundError(f"no check run #{run_id}")
+    return _settled(app, run)
+
+
+def _settled(app: Flask, run: CheckRun) -> CheckRun:
+    if not run.state.is_finished() and run.id not in check_runner.active_checks(app):
+        db.session.refresh(run)  # its thread may have finished since this request read the row
+        if not run.state.is_finished():
+            run.status, run.error, run.step, run.finished_at = RunState.FAILED.value, STOPPED_MESSAGE, "", utcnow()
+            db.session.commit()
+    return run
+
+
+def latest(app: Flask, session: Session) -> CheckRun | None:
+    """The session's newest check run, for its page."""
+    run = db.session.scalar(sa.select(CheckRun).where(CheckRun.session_id == session.id)
+                            .order_by(CheckRun.id.desc()).limit(1))
+    return _settled(app, run) if run is not None else None
+
+
+def request_cancel(app: Flask, run_id: int) -> CheckRun:
+    """Stop a running check: load in flight is cut, the verdicts given so far stay."""
+    run = get(app, run_id)
+    if run.state.is_finished():
+        raise UserError(f"check #{run_id} has already ended ({run.status})")
+    active = check_runner.active_checks(app).get(run_id)
+    if active is not None:
+        active.control.cancel.set()
+    return run
+
+
+def as_dict(run: CheckRun) -> dict[str, Any]:
+    """What the API answers: the state, the current step, the verdicts so far, and ``ok`` once done."""
+    return {"id": run.id, "kind": run.kind, "session": run.session_name, "status": run.status, "step": run.step,
+            "steps_total": run.steps_total, "ok": run.ok, "checks": list(run.results or []), "error": run.error,
+            "created_by": run.created_by}

@@ -13,6 +13,7 @@ from flask import current_app, render_template, request, url_for
 from app.models import Session, utcnow
 from app.domain.aider import proxy_aider_command
 from app.services import aider as aider_service
+from app.services import gpu_checks as checks_service
 from app.services import model_proxy
 from app.services import users as users_service
 from app.web.access import current_user
@@ -64,6 +65,16 @@ def _share_version(session: Session) -> tuple:
     return (session.status, rows, users_service.api_key_prefix(user) if user is not None else None)
 
 
+def _checks_context(session: Session) -> dict[str, Any]:
+    return {"check": checks_service.latest(current_app._get_current_object(), session)}
+
+
+def _checks_version(session: Session) -> tuple:
+    check = _checks_context(session)["check"]
+    shown = (check.id, check.status, check.step, len(check.results or [])) if check is not None else None
+    return (session.status, session.destroy_requested_at, shown)
+
+
 SECTIONS: dict[str, Section] = {
     "aider": Section("sessions/_aider.html", "10s", lambda s: (s.status, s.workdir), _aider_context),
     "share": Section("sessions/_share.html", "10s", _share_version, _share_context),
@@ -88,6 +99,7 @@ SECTIONS: dict[str, Section] = {
                       lambda s: {"events": views.recent_events(s)}),
     "samples": Section("sessions/_samples.html", "5s", views.samples_version,
                        lambda s: {"samples": views.sample_columns(s)}),
+    "checks": Section("sessions/_checks.html", "2s", _checks_version, _checks_context),
 }
 
 
