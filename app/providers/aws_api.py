@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from app.domain.clock_offset import ClockOffset, parse_http_date
 from app.providers.aws_errors import translate
-from app.providers.base import ProviderError, RateLimited, TransientError
+from app.providers import retries
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
 BACKOFF_BASE_S = 1.0  # first wait after a 5xx/throttle/timeout; doubles each attempt
 BACKOFF_MAX_S = 20.0
-BACKOFF_JITTER = 0.25  # up to +25% so parallel workers do not retry in lockstep
 
 
 class AwsApi:
@@ -70,47 +69,12 @@ class AwsApi:
     def call(self, what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
              region: str | None = None, plan: str | None = None, thing: str = "object",
              attempts: int = MAX_ATTEMPTS) -> T:
-        """Run one API operation with maider's retries; every failure leaves as a typed ``ProviderError``.
-
-        ``recover`` runs after an ambiguous failure (timeout, throttling, 5xx) before any retry: when it finds the
-        effect already happened (the instance exists), its result is returned instead of sending the request again.
-        """
-        waited = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except Exception as exc:  # noqa: BLE001 - every exit goes through translate
-                error = translate(exc, what, region=region or self.region, plan=plan, thing=thing)
-                cause = exc
-            if recover is not None and error.retryable:
-                found = recover()
-                if found is not None:
-                    log.warning("aws: %s answered %s, but it had taken effect; using the result", what, error)
-                    return found
-            delay = self._delay(attempt)
-            if not error.retryable or attempt >= attempts or waited + delay > self.max_wait_s:
-                if error.retryable and attempts > 1:
-                    raise self._exhausted(error, attempt, waited) from cause
-                if error is cause:
-                    raise error
-                raise error from cause
-            # info, not warning: the caller reports the outcome in one line
-            log.info("aws: %s failed (%s); retry %d of %d in %.1fs", what, error, attempt, attempts - 1, delay)
-            self.sleep(delay)
-            waited += delay
-
-    def _delay(self, attempt: int) -> float:
-        base = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
-        return base + self._random.uniform(0, base * BACKOFF_JITTER)
-
-    @staticmethod
-    def _exhausted(error: ProviderError, attempts: int, waited: float) -> ProviderError:
-        tried = f"after {attempts} attempt{'s' if attempts > 1 else ''} over {waited:.0f}s"
-        if isinstance(error, RateLimited):
-            return RateLimited(f"{error} ({tried}); wait a minute and try again", retry_after=error.retry_after)
-        return TransientError(f"{error} ({tried})")
+        """Run one API operation with maider's retries (``app.providers.retries``); ``recover`` finds an instance
+        that was made despite an ambiguous failure (timeout, throttling, 5xx), so RunInstances is never sent twice."""
+        return retries.call(log, "aws", what, fn, lambda exc: translate(
+            exc, what, region=region or self.region, plan=plan, thing=thing), attempts=attempts,
+            max_wait_s=self.max_wait_s, sleep=self.sleep, rng=self._random, base_s=BACKOFF_BASE_S,
+            max_s=BACKOFF_MAX_S, recover=recover)
 
     def _note_date(self, http_response: Any = None, **_kwargs: Any) -> None:
         """Every answer's ``Date`` feeds the clock-offset estimate (app.domain.clock_offset)."""

@@ -31,6 +31,7 @@ from azure.core.pipeline.policies import HttpLoggingPolicy, RetryPolicy
 from app.config import Secret
 from app.domain.clock_offset import ClockOffset, parse_http_date
 from app.domain.gpu_catalog import gpu_by_name, gpu_for_plan
+from app.providers import retries
 from app.providers.base import (
     OWNER_TAG, AuthError, CapacityError, FailsafeUnavailable, GpuPlan, Instance, InstanceSpec, InstanceStatus,
     InvalidRequest, NotFound,
@@ -57,7 +58,6 @@ CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
 BACKOFF_BASE_S = 1.0  # first wait after a 5xx/timeout; doubles each attempt
 BACKOFF_MAX_S = 20.0
-BACKOFF_JITTER = 0.25  # up to +25% so parallel workers do not retry in lockstep
 PER_PAGE = 200  # DigitalOcean's maximum
 MAX_PAGES = 500  # a paging loop that never ends is a broken answer, not a big account
 METADATA_FEATURE = "metadata"  # cloud-init user data needs it
@@ -369,50 +369,12 @@ class DigitalOceanProvider:
     def _call(self, what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
               region: str | None = None, plan: str | None = None, thing: str = "object",
               creating: bool = False) -> T:
-        """Run one API operation with maider's retries; every failure leaves as a typed ``ProviderError``.
-
-        ``recover`` runs after an ambiguous failure (timeout, 429, 5xx) before any retry: if it finds the effect
-        already happened (the Droplet exists), its result is returned instead of repeating a non-idempotent request.
-        """
-        waited = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except Exception as exc:  # noqa: BLE001 - every exit goes through _translate
-                error = self._translate(exc, what, region=region, plan=plan, thing=thing, creating=creating)
-                cause = exc
-            if recover is not None and error.retryable:
-                found = recover()
-                if found is not None:
-                    log.warning("digitalocean: %s answered %s, but it had taken effect; using the result", what,
-                                error)
-                    return found
-            delay = self._delay(error, attempt)
-            if not error.retryable or attempt >= MAX_ATTEMPTS or waited + delay > self.max_wait_s:
-                if error.retryable:
-                    raise self._exhausted(error, attempt, waited) from cause
-                if error is cause:
-                    raise error
-                raise error from cause
-            log.info("digitalocean: %s failed (%s); retry %d of %d in %.1fs", what, error, attempt, MAX_ATTEMPTS - 1,
-                     delay)
-            self._sleep(delay)
-            waited += delay
-
-    def _delay(self, error: ProviderError, attempt: int) -> float:
-        if isinstance(error, RateLimited) and error.retry_after is not None:
-            return error.retry_after
-        base = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
-        return base + self._random.uniform(0, base * BACKOFF_JITTER)
-
-    @staticmethod
-    def _exhausted(error: ProviderError, attempts: int, waited: float) -> ProviderError:
-        tried = f"after {attempts} attempt{'s' if attempts > 1 else ''} over {waited:.0f}s"
-        if isinstance(error, RateLimited):
-            return RateLimited(f"{error} ({tried}); wait a minute and try again", retry_after=error.retry_after)
-        return TransientError(f"{error} ({tried})")
+        """Run one API operation with maider's retries (``app.providers.retries``); ``recover`` finds a Droplet
+        that was made despite an ambiguous failure, so the create is never sent twice."""
+        return retries.call(log, "digitalocean", what, fn, lambda exc: self._translate(
+            exc, what, region=region, plan=plan, thing=thing, creating=creating), attempts=MAX_ATTEMPTS,
+            max_wait_s=self.max_wait_s, sleep=self._sleep, rng=self._random, base_s=BACKOFF_BASE_S,
+            max_s=BACKOFF_MAX_S, recover=recover)
 
     def _translate(self, exc: Exception, what: str, *, region: str | None, plan: str | None, thing: str,
                    creating: bool) -> ProviderError:

@@ -31,6 +31,7 @@ from app.config import Secret
 from app.domain.clock_offset import ClockOffset, parse_http_date
 from app.domain.cloud_init import UserDataTooLarge, encode_user_data
 from app.domain.gpu_catalog import gpu_for_plan
+from app.providers import retries
 from app.providers.base import (
     OWNER_TAG, AuthError, CapacityError, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound,
     ProviderError, RateLimited, Region, SessionToken, TransientError,
@@ -49,7 +50,6 @@ CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
 BACKOFF_BASE_S = 1.0  # first wait after a 5xx/timeout; doubles each attempt
 BACKOFF_MAX_S = 20.0
-BACKOFF_JITTER = 0.25  # up to +25% so parallel workers do not retry in lockstep
 PAGE_SIZE = 500  # Linode's maximum: the availability list alone has hundreds of rows
 GPU_CAPABILITY = "GPU Linodes"
 METADATA_CAPABILITY = "Metadata"  # cloud-init user data needs it
@@ -352,50 +352,12 @@ class LinodeProvider:
     def _call(self, what: str, fn: Callable[[], T], *, recover: Callable[[], T | None] | None = None,
               region: str | None = None, plan: str | None = None, thing: str = "object",
               forbidden: Callable[[str, str | None, str | None], ProviderError] | None = None) -> T:
-        """Run one API operation with maider's retries; every failure leaves as a typed ``ProviderError``.
-
-        ``recover`` runs after an ambiguous failure (timeout, 429, 5xx) before any retry: if it finds the effect
-        already happened (the VM exists), its result is returned instead of repeating a non-idempotent request.
-        """
-        waited = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn()
-            except Exception as exc:  # noqa: BLE001 - every exit goes through _translate
-                error = self._translate(exc, what, region=region, plan=plan, thing=thing, forbidden=forbidden)
-                cause = exc
-            if recover is not None and error.retryable:
-                found = recover()
-                if found is not None:
-                    log.warning("linode: %s answered %s, but it had taken effect; using the result", what, error)
-                    return found
-            delay = self._delay(error, attempt)
-            if not error.retryable or attempt >= MAX_ATTEMPTS or waited + delay > self.max_wait_s:
-                if error.retryable:
-                    raise self._exhausted(error, what, attempt, waited) from cause
-                if error is cause:
-                    raise error
-                raise error from cause
-            # info, not warning: the caller reports the outcome in one line (the server's log shows these too)
-            log.info("linode: %s failed (%s); retry %d of %d in %.1fs", what, error, attempt, MAX_ATTEMPTS - 1,
-                     delay)
-            self._sleep(delay)
-            waited += delay
-
-    def _delay(self, error: ProviderError, attempt: int) -> float:
-        if isinstance(error, RateLimited) and error.retry_after is not None:
-            return error.retry_after
-        base = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
-        return base + self._random.uniform(0, base * BACKOFF_JITTER)
-
-    @staticmethod
-    def _exhausted(error: ProviderError, what: str, attempts: int, waited: float) -> ProviderError:
-        tried = f"after {attempts} attempt{'s' if attempts > 1 else ''} over {waited:.0f}s"
-        if isinstance(error, RateLimited):
-            return RateLimited(f"{error} ({tried}); wait a minute and try again", retry_after=error.retry_after)
-        return TransientError(f"{error} ({tried})")
+        """Run one API operation with maider's retries (``app.providers.retries``); ``recover`` finds a create that
+        took effect despite an ambiguous failure, so it is never sent twice."""
+        return retries.call(log, "linode", what, fn, lambda exc: self._translate(
+            exc, what, region=region, plan=plan, thing=thing, forbidden=forbidden), attempts=MAX_ATTEMPTS,
+            max_wait_s=self.max_wait_s, sleep=self._sleep, rng=self._random, base_s=BACKOFF_BASE_S,
+            max_s=BACKOFF_MAX_S, recover=recover)
 
     def _translate(self, exc: Exception, what: str, *, region: str | None, plan: str | None, thing: str,
                    forbidden: Callable[[str, str | None, str | None], ProviderError] | None = None) -> ProviderError:
