@@ -32,6 +32,20 @@ def parse_http_date(value: str | None) -> datetime | None:
     return parsed
 
 
+def parse_iso_utc(value: object) -> datetime | None:
+    """A cloud's ISO 8601 time ("2026-11-27T09:00:00", "...Z" or "+00:00") as a naive UTC datetime; None if absent
+    or unreadable (Linode's ``created``, DigitalOcean's ``created_at``)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
 class ClockOffset:
     """The provider's clock minus the laptop's, estimated from the provider's answers (zero until one arrives)."""
 

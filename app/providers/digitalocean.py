@@ -29,7 +29,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline.policies import HttpLoggingPolicy, RetryPolicy
 
 from app.config import Secret
-from app.domain.clock_offset import ClockOffset, parse_http_date
+from app.domain.clock_offset import ClockOffset, parse_http_date, parse_iso_utc
 from app.domain.gpu_catalog import gpu_by_name, gpu_for_plan
 from app.providers import retries
 from app.providers.base import (
@@ -125,19 +125,6 @@ def key_fingerprint(public_key: str) -> str:
         raise InvalidRequest("an SSH public key for the VM is not valid base64", field="authorized_keys") from None
     digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()  # DigitalOcean's fingerprint format
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
-
-
-def _parse_created(value: Any) -> datetime | None:
-    """DigitalOcean's ``created_at`` ("2026-11-27T09:00:00Z") as a naive UTC datetime."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed
 
 
 def _public_ipv4(raw: dict[str, Any]) -> str | None:
@@ -592,6 +579,6 @@ class DigitalOceanProvider:
             region=(raw.get("region") or {}).get("slug") or "", plan=plan, ssh_host=_public_ipv4(raw),
             ssh_port=self.ssh_port,
             # on the laptop's clock, so that runtime, cost and budget measured against maider's "now" are DO's
-            created_at=self.clock.to_local(_parse_created(raw.get("created_at"))), hourly_price=float(price),
+            created_at=self.clock.to_local(parse_iso_utc(raw.get("created_at"))), hourly_price=float(price),
             tags=tuple(raw.get("tags") or ()),
         )

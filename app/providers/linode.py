@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from app.config import Secret
-from app.domain.clock_offset import ClockOffset, parse_http_date
+from app.domain.clock_offset import ClockOffset, parse_http_date, parse_iso_utc
 from app.domain.cloud_init import UserDataTooLarge, encode_user_data
 from app.domain.gpu_catalog import gpu_for_plan
 from app.providers import retries
@@ -124,19 +124,6 @@ def _raw(obj: Any) -> dict[str, Any]:
     may fetch on access, outside maider's retries and error translation).
     """
     return dict(getattr(obj, "_raw_json", None) or {})
-
-
-def _parse_created(value: Any) -> datetime | None:
-    """Linode's ``created`` ("2026-11-27T09:00:00", UTC) as a naive UTC datetime."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
-    return parsed
 
 
 def _public_ipv4(addresses: Any) -> str | None:
@@ -318,7 +305,7 @@ class LinodeProvider:
         answer = self._call(f"read the events of instance {instance_id}", lambda: self._client().get(
             "/account/events", filters={"entity.id": numeric_id, "entity.type": "linode",
                                         "action": "linode_delete"}))
-        times = [_parse_created(e.get("created")) for e in (answer or {}).get("data", ())
+        times = [parse_iso_utc(e.get("created")) for e in (answer or {}).get("data", ())
                  if (e.get("entity") or {}).get("id") == numeric_id and e.get("action") == "linode_delete"]
         times = [t for t in times if t is not None]
         return self.clock.to_local(min(times)) if times else None
@@ -509,7 +496,7 @@ class LinodeProvider:
             status=_STATUS_MAP.get(raw.get("status") or "", InstanceStatus.OTHER),
             region=region, plan=plan, ssh_host=_public_ipv4(raw.get("ipv4")), ssh_port=self.ssh_port,
             # on the laptop's clock, so that runtime, cost and budget measured against maider's "now" are Linode's
-            created_at=self.clock.to_local(_parse_created(raw.get("created"))),
+            created_at=self.clock.to_local(parse_iso_utc(raw.get("created"))),
             hourly_price=self._instance_price(plan, region),
             tags=tuple(raw.get("tags") or ()),
         )

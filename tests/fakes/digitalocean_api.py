@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from fakes.serving import LoopbackServer
 
 DEFAULT_TOKEN = "dop_v1_fake0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
 # DigitalOcean's own words (HTTP 422) for a size a region cannot give, and for an account at its Droplet limit.
@@ -109,13 +110,6 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Keeps test output clean: the request log lives in ``FakeDigitalOceanApi.requests``."""
-
-    def log_request(self, *_args: Any, **_kwargs: Any) -> None:
-        pass
-
-
 class FakeDigitalOceanApi:
     """The DigitalOcean v2 API, in memory, on ``127.0.0.1:<free port>``."""
 
@@ -151,25 +145,19 @@ class FakeDigitalOceanApi:
         self._next_id = 500_000_000
         self._next_key_id = 41_000_000
         self._lock = threading.RLock()
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self.app = self._build_app()
         self.add_key(USER_KEY_NAME, USER_KEY)
 
     # lifecycle
 
     def start(self) -> FakeDigitalOceanApi:
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
-        self._server.daemon_threads = True  # a handler stuck in a scripted delay must not block stop()
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-digitalocean-api", daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(self.app, "fake-digitalocean-api")
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def __enter__(self) -> FakeDigitalOceanApi:
@@ -182,7 +170,7 @@ class FakeDigitalOceanApi:
     def base_url(self) -> str:
         """What ``MAIDER_DIGITALOCEAN_API_URL`` holds: the host, without ``/v2`` (pydo's paths carry it)."""
         assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://127.0.0.1:{self._server.port}"
 
     # scripting and inspection
 

@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        """Tests read ``FakeHfHub.requests`` instead of an access log on stderr."""
+from fakes.serving import LoopbackServer
 
 
 @dataclass
@@ -56,13 +51,12 @@ class FakeHfHub:
         self.requests: list[RecordedRequest] = []
         self.fail_status: int | None = None  # answer every request with this HTTP status (e.g. 503) while set
         self.app = self._build_app()
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://127.0.0.1:{self._server.port}"
 
     def add_model(self, repo_id: str, config: dict[str, Any] | None, shard_sizes: list[int] | None = None,
                   gated: bool = False, params: int | None = None) -> FakeRepo:
@@ -77,17 +71,13 @@ class FakeHfHub:
         return repo
 
     def __enter__(self) -> FakeHfHub:
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(self.app, "fake-hf-hub")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._server.stop()
+            self._server = None
 
     def _token(self) -> str | None:
         header = request.headers.get("Authorization", "")

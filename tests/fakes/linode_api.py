@@ -22,7 +22,8 @@ from email.utils import formatdate
 from typing import Any
 
 from flask import Flask, Response, g, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from fakes.serving import LoopbackServer, QuietHandler
 
 DEFAULT_TOKEN = "fake-linode-token-0123456789abcdef"
 # Linode's own words (HTTP 403) for a GPU plan a region cannot give now, and for an account not cleared for GPUs.
@@ -158,13 +159,6 @@ def _matches(obj: dict[str, Any], flt: Any) -> bool:
     return True
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Keeps test output clean: the request log lives in ``FakeLinodeApi.requests``."""
-
-    def log_request(self, *_args: Any, **_kwargs: Any) -> None:
-        pass
-
-
 class FakeLinodeApi:
     """The Linode v4 API, in memory, on ``127.0.0.1:<free port>``."""
 
@@ -205,8 +199,7 @@ class FakeLinodeApi:
         self._next_id = 40_000_000
         self.clock_skew = timedelta(0)  # Linode's clock minus this machine's: moves ``Date`` and ``created``
         self._lock = threading.RLock()
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self.app = self._build_app()
 
     # lifecycle
@@ -214,21 +207,16 @@ class FakeLinodeApi:
     def start(self) -> FakeLinodeApi:
         fake = self
 
-        class Handler(_QuietHandler):
+        class Handler(QuietHandler):
             def date_time_string(self, timestamp: float | None = None) -> str:
                 return formatdate((timestamp or time.time()) + fake.clock_skew.total_seconds(), usegmt=True)
 
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=Handler)
-        self._server.daemon_threads = True  # a handler stuck in a scripted delay must not block stop()
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-linode-api", daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(self.app, "fake-linode-api", Handler)
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def __enter__(self) -> FakeLinodeApi:
@@ -240,7 +228,7 @@ class FakeLinodeApi:
     @property
     def base_url(self) -> str:
         assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_port}/v4"
+        return f"http://127.0.0.1:{self._server.port}/v4"
 
     # scripting and inspection
 
