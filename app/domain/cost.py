@@ -1,7 +1,9 @@
 """Cost and duration arithmetic, and how money and time are written for people.
 
-Billing starts at the provider's creation time and stops only when the instance is deleted. Linode bills hourly up to a
-monthly cap and does not document partial-hour rounding, so every figure here is an estimate and labelled as such.
+Billing starts at the provider's creation time and stops only when the instance is deleted. maider accrues cost by the
+second on every cloud: DigitalOcean and AWS bill GPU instances per second (AWS with a 60 s minimum), Linode bills
+hourly up to a monthly cap without documenting partial-hour rounding, and your own host costs what you said it does.
+So every figure here is an estimate and labelled as such.
 """
 from __future__ import annotations
 
