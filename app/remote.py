@@ -14,6 +14,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -251,6 +252,61 @@ class RemoteHost:
                                  f"({type(exc).__name__}: {exc})") from None
         exit_code = channel.recv_exit_status() if channel.exit_status_ready() else -1
         return CommandResult(exit_code, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
+
+    def stream(self, command: str, stdin: bytes, on_line: Callable[[str], None], cancel: threading.Event,
+               timeout: float = 3600.0) -> CommandResult:
+        """Run ``command`` with ``on_line`` called for each line of its stdout as it arrives (a long job's progress).
+
+        stdin is sent but left open: the remote program may treat its end as "stop". Setting ``cancel`` closes the
+        channel within a read slice, which ends stdin and the program's session; the result then has exit code -1.
+        ``stdout`` of the result holds only an unfinished last line.
+        """
+        transport = self._active_transport()
+        try:
+            channel = transport.open_session(timeout=min(timeout, CHANNEL_OPEN_TIMEOUT.total_seconds()))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshUnreachable(f"cannot open a session on {self.host}:{self.port} ({type(exc).__name__})") from None
+        try:
+            return self._stream_on(channel, command, stdin, on_line, cancel, timeout)
+        finally:
+            close_channel(channel)
+
+    def _stream_on(self, channel: paramiko.Channel, command: str, stdin: bytes, on_line: Callable[[str], None],
+                   cancel: threading.Event, timeout: float) -> CommandResult:
+        deadline = time.monotonic() + timeout
+        pending, stderr = bytearray(), bytearray()
+
+        def lines() -> None:
+            *complete, rest = pending.split(b"\n")
+            pending[:] = rest
+            for line in complete:
+                on_line(line.decode("utf-8", "replace"))
+
+        try:
+            channel.exec_command(command)
+            channel.sendall(stdin)
+            wake = channel.fileno()
+            while not cancel.is_set():
+                while channel.recv_ready():
+                    pending.extend(channel.recv(65536))
+                    lines()
+                while channel.recv_stderr_ready():
+                    stderr += channel.recv_stderr(65536)
+                finished = channel.exit_status_ready() or channel.closed
+                if finished and (channel.eof_received or channel.closed) and not channel.recv_ready() \
+                        and not channel.recv_stderr_ready():
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CommandTimeout(f"'{command}' did not finish within {timeout:g} s", command, timeout)
+                select.select([wake], [], [], min(remaining, READ_SLICE.total_seconds()))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshUnreachable(f"connection to {self.host}:{self.port} lost while running a command "
+                                 f"({type(exc).__name__}: {exc})") from None
+        if cancel.is_set():
+            return CommandResult(-1, pending.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
+        exit_code = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        return CommandResult(exit_code, pending.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
 
     def open_channel(self, remote_host: str, remote_port: int) -> paramiko.Channel:
         """A direct-tcpip channel to ``remote_host:remote_port`` as seen from the VM (a port forward)."""

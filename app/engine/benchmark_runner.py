@@ -66,8 +66,8 @@ class RunPlan:
     slos_ms: dict[str, float] | None
     warmup: int
     seed: int
-    # On the VM: run(command, stdin) -> (exit code, stdout, stderr) over the session's SSH connection.
-    run_on_vm: Callable[[str, bytes], tuple[int, str, str]] | None = None
+    # On the VM: stream(command, stdin, on_line, cancel) -> (exit code, stderr) over the session's SSH connection.
+    run_on_vm: on_vm.StreamCommand | None = None
 
 
 def start(app: Flask, run_id: int, plan: RunPlan) -> None:
@@ -147,17 +147,19 @@ def _run(app: Flask, run_id: int, plan: RunPlan, active: ActiveRun) -> None:
 
 
 def _run_on_vm(run_id: int, plan: RunPlan, active: ActiveRun, store: Callable[[LevelRun], None]) -> None:
-    """The whole sweep runs on the VM in one go; a cancel asked meanwhile keeps what it measured."""
+    """The sweep runs on the VM; its progress streams back into ``active`` and each level is stored as it ends, so a
+    cancel (which closes the channel and stops the program on the VM) keeps the levels finished before it."""
+    assert plan.run_on_vm is not None
     try:
-        runs = on_vm.run_on_vm(plan.run_on_vm, plan.target, plan.prompts, plan.levels, plan.ignore_eos,
-                               plan.warmup, plan.seed)
+        on_vm.run_on_vm(plan.run_on_vm, plan.target, plan.prompts, plan.levels, plan.ignore_eos, plan.warmup,
+                        plan.seed, on_progress=active.update, on_level=store, cancel=active.control.cancel)
+    except Cancelled:
+        _finish(run_id, RunState.CANCELLED, "cancelled")
+        return
     except on_vm.VmRunFailed as exc:
         _finish(run_id, RunState.FAILED, redact(str(exc)))
         return
-    for level_run in runs:
-        store(level_run)
-    _finish(run_id, RunState.CANCELLED if active.control.cancel.is_set() else RunState.DONE,
-            "cancelled" if active.control.cancel.is_set() else None)
+    _finish(run_id, RunState.DONE)
 
 
 def wait_for(app: Flask, run_id: int, timeout_s: float = 60.0) -> None:

@@ -35,7 +35,7 @@ MAX_LEVELS = 12
 MAX_PROMPTS = 10_000
 MAX_LEN = 131_072
 MAX_WARMUP = 64
-VM_RUN_TIMEOUT_S = 3600.0  # the whole sweep runs on the VM in one SSH command
+VM_RUN_TIMEOUT_S = 3600.0  # the whole sweep runs on the VM in one SSH command (its progress streams back)
 STOPPED_MESSAGE = "maider stopped while this run was going"
 
 
@@ -204,18 +204,19 @@ def _session_target(run: BenchmarkRun, session: Session, home: Path, endpoint: s
 
 
 def _vm_runner(app: Flask, session: Session, home: Path):
-    """run(command, stdin) over the session's shared SSH connection, for a thread that must not touch the row."""
+    """stream(command, stdin, on_line, cancel) over the session's shared SSH connection, for a thread that must not
+    touch the row: each line of the VM's output reaches on_line as it arrives; a cancel closes the channel."""
     address = remote_target(session, load_identity(home, session.uid))
     engine = runtime(app)
 
-    def run(command: str, stdin: bytes) -> tuple[int, str, str]:
+    def stream(command: str, stdin: bytes, on_line, cancel) -> tuple[int, str]:
         try:
-            result = engine.remote(*address).run(command, stdin=stdin, timeout=VM_RUN_TIMEOUT_S)
+            result = engine.remote(*address).stream(command, stdin, on_line, cancel, timeout=VM_RUN_TIMEOUT_S)
         except RemoteError as exc:
-            return 255, "", f"SSH failed: {type(exc).__name__}"
-        return result.exit_code, result.stdout, result.stderr
+            return 255, f"SSH failed: {type(exc).__name__}"
+        return result.exit_code, result.stderr
 
-    return run
+    return stream
 
 
 def start_run(app: Flask, request: BenchmarkRequest, home: Path, actor: str) -> BenchmarkRun:

@@ -36,6 +36,9 @@ class ExecResult:
     stderr: str = ""
     hold: bool = False
     drop: bool = False  # hang up the whole connection instead of answering (a host that went away mid-command)
+    # A long-running command that talks while it runs: called with the channel and the stdin received so far, it
+    # reads the rest of stdin and writes its output itself, and returns the exit status.
+    stream: Callable[[paramiko.Channel, bytes], int] | None = None
 
 
 # handler(command, read_stdin) -> ExecResult; read_stdin() reads the client's stdin until EOF.
@@ -290,6 +293,10 @@ class SshServer:
         try:
             if result.drop:
                 channel.get_transport().close()
+                return
+            if result.stream is not None:
+                channel.send_exit_status(result.stream(channel, bytes(received)))
+                channel.shutdown_write()
                 return
             if result.hold:
                 while not channel.closed and not self._stopped.is_set():  # like `sleep infinity`: input is

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Literal
 
+import paramiko
 import yaml
 
-from app.benchmark.on_vm import CMD_RUN_BENCHMARK, VM_BASE_URL
+from app.benchmark.on_vm import CMD_RUN_BENCHMARK, VM_BASE_URL, VM_LOADER
 from app.domain import vm_contract as vc
 from app.domain.cloud_init import TEMPLATE_DIR, fill_template
 from app.domain.vllm_env import parse_env  # the same reader maider uses, so both sides agree on quoting
@@ -409,15 +411,67 @@ class SimulatedVm:
         return ExecResult(0, "".join(f"{line}\n" for line in self.vllm_log[-400:]))
 
     def _python_in_vllm(self, read_stdin: Callable[[], bytes]) -> ExecResult:
-        """``docker exec -i vllm python3 -``: this laptop's Python stands in for the container's, and the fake
-        vLLM's loopback port for the container's 127.0.0.1:8000."""
+        """``docker exec -i vllm python3 -u -c LOADER``: this laptop's Python stands in for the container's, and the
+        fake vLLM's loopback port for the container's 127.0.0.1:8000. It runs while it talks: see ``_pipe_python``."""
         vllm = self.vllm
         if vllm is None:
             return ExecResult(1, "", f"Error response from daemon: container {vc.VLLM_CONTAINER} is not running\n")
-        program = read_stdin().replace(VM_BASE_URL.encode(), f"http://127.0.0.1:{vllm.port}".encode())
-        done = subprocess.run([sys.executable, "-"], input=program, capture_output=True, timeout=3600, check=False)
-        return ExecResult(done.returncode, done.stdout.decode("utf-8", "replace"),
-                          done.stderr.decode("utf-8", "replace"))
+        port = vllm.port
+        return ExecResult(stream=lambda channel, head: self._pipe_python(channel, head, port))
+
+    def _pipe_python(self, channel: paramiko.Channel, head: bytes, port: int) -> int:
+        """Run the program as docker exec -i runs it: stdin piped through as it comes, stdout and stderr back as they
+        are written; the client closing the channel ends the program's stdin (as sshd and docker do), and a program
+        that does not stop then is killed (the container would be)."""
+        process = subprocess.Popen([sys.executable, "-u", "-c", VM_LOADER], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+
+        def copy(source, send: Callable[[bytes], object]) -> None:
+            for chunk in iter(lambda: source.read1(65536), b""):
+                try:
+                    send(chunk)
+                except (OSError, EOFError, paramiko.SSHException):
+                    pass  # the client went away; keep draining so the program is never blocked on a full pipe
+
+        copiers = [threading.Thread(target=copy, args=(process.stdout, channel.sendall), daemon=True),
+                   threading.Thread(target=copy, args=(process.stderr, channel.sendall_stderr), daemon=True)]
+        for thread in copiers:
+            thread.start()
+        first_line, received, stdin_open = True, head, True
+        try:
+            while process.poll() is None and stdin_open:
+                if first_line and b"\n" in received:  # the program's line names the VM's vLLM address
+                    line, _, rest = received.partition(b"\n")
+                    received = line.replace(VM_BASE_URL.encode(), f"http://127.0.0.1:{port}".encode()) + b"\n" + rest
+                    first_line = False
+                if received and not first_line:
+                    process.stdin.write(received)
+                    process.stdin.flush()
+                    received = b""
+                if self._stopped.is_set():
+                    break
+                if select.select([channel], [], [], 0.1)[0]:
+                    chunk = channel.recv(65536)
+                    stdin_open = bool(chunk)
+                    received += chunk
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            try:
+                process.stdin.close()  # end of input: the benchmark program stops itself at once
+            except OSError:
+                pass
+        try:
+            code = process.wait(timeout=5)  # it ended, or its input did and it stops itself now
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        for thread in copiers:
+            thread.join(5)
+        process.stdout.close()
+        process.stderr.close()
+        return code if code >= 0 else 128 - code  # killed by a signal: the status a shell reports
 
     def _write_env(self, read_stdin: Callable[[], bytes]) -> ExecResult:
         text = read_stdin().decode("utf-8", "replace")
