@@ -159,6 +159,7 @@ def test_maider_check_and_validate_perf_on_demo_sessions(demo_server):  # noqa: 
     perf = maider(demo_server, "validate-perf", "healthy", timeout=180)
     assert perf.returncode == 0, perf.stdout + perf.stderr
     assert "utilization" in perf.stdout and "TTFT by prompt length" in perf.stdout
+    assert "... load at a 128-token prompt (1 of 3)" in perf.stderr  # the step in progress while it ran
 
     up = maider(demo_server, "up", "lost-gpu", "--plan", "g2-gpu-rtx4000a2-s",
                 "--model", "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ-demo-hide-gpu")

@@ -99,6 +99,13 @@ def test_run_watch_charts_compare_download(panel, browser: Browser, tmp_path):  
     expect(page.locator("#session-check-report")).to_have_attribute("data-ok", "true", timeout=30_000)
     expect(page.locator("#session-check-report")).to_contain_text("GPUs visible")
     page.locator("#session-checks").screenshot(path=str(SHOTS / "bench-07-session-check.png"))
+    page.click("#session-validate-perf")  # minutes on a real GPU: the live channel shows the step, Cancel stops it
+    expect(page.locator("#session-check-step")).to_contain_text("load at", timeout=30_000)
+    expect(page.locator("#session-check")).to_be_disabled()
+    page.locator("#session-checks").screenshot(path=str(SHOTS / "bench-08-validate-perf-running.png"))
+    page.click("#session-check-cancel")
+    expect(page.locator("#session-check-report")).to_have_attribute("data-status", "cancelled", timeout=10_000)
+    expect(page.locator("#session-check")).to_be_enabled()
 
     narrow = browser.new_context(viewport={"width": 400, "height": 850}, base_url=panel["url"])
     sign_in(panel, narrow)
