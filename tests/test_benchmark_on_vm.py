@@ -5,6 +5,7 @@ under this machine's Python, against its fake vLLM; the laptop reads its lines t
 """
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -33,7 +34,7 @@ def _run(api, run_id: int) -> dict:
     return api.get(f"/api/v1/benchmarks/{run_id}", headers=AUTH).get_json()
 
 
-def test_an_on_vm_run_shows_progress_and_stores_each_level_while_it_runs(app, slow_vm):
+def test_an_on_vm_run_shows_progress_and_stores_each_level_while_it_runs(app, slow_vm, client):
     api = app.test_client()
     started = api.post("/api/v1/benchmarks", headers=AUTH, json={
         "session": "onvm", "where": "vm", "concurrency": "1,2", "num_prompts": 4, "input_len": 16,
@@ -48,6 +49,9 @@ def test_an_on_vm_run_shows_progress_and_stores_each_level_while_it_runs(app, sl
                 and progress["total"] == 4 and progress["output_tokens_per_s"] > 0 and run)
     seen = wait_for(mid_first_level, timeout=30)
     assert seen["levels"] == []  # nothing finished yet, and the bar already moves
+    partial = client.get(f"/benchmarks/{run_id}/progress").get_data(as_text=True)  # the panel's run page
+    assert "Inside the VM's vLLM container · Level 1 of 2" in partial
+    assert int(re.search(r'aria-label="Requests done" max="4" value="(\d+)"', partial).group(1)) >= 1
 
     def first_level_stored():
         run = _run(api, run_id)
