@@ -6,6 +6,8 @@ The same rules for the panel form, the JSON API and the CLI. A run is a row plus
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,7 +211,7 @@ def _vm_runner(app: Flask, session: Session, home: Path):
     address = remote_target(session, load_identity(home, session.uid))
     engine = runtime(app)
 
-    def stream(command: str, stdin: bytes, on_line, cancel) -> tuple[int, str]:
+    def stream(command: str, stdin: bytes, on_line: Callable[[str], None], cancel: threading.Event) -> tuple[int, str]:
         try:
             result = engine.remote(*address).stream(command, stdin, on_line, cancel, timeout=VM_RUN_TIMEOUT_S)
         except RemoteError as exc:
