@@ -20,6 +20,11 @@ def _path(home: Path | None) -> Path:
     return (home or default_home()) / FOLDERS_FILE
 
 
+def folders_file(home: Path | None = None) -> Path:
+    """Where the remembered folders are kept (its mtime tells a cached page whether they changed)."""
+    return _path(home)
+
+
 def remembered(home: Path | None = None) -> list[str]:
     """Folders used before, newest first, that still exist."""
     try:

@@ -23,7 +23,7 @@ from app.services import tunnels as tunnels_service
 from app.web import wants_partial
 from app.models import Role
 from app.web.access import actor, current_user, requires
-from app.web.sessions import bp, views
+from app.web.sessions import bp, page_cache, views
 from app.web.sessions.forms import LaunchForm, SwitchModelForm
 from app.web.errors import HTMX_STOP_POLLING
 from app.web.sessions.sections import SECTIONS, live_parts_version, render_section, section_context
@@ -72,7 +72,19 @@ def index():
     # Only someone who may launch picks a launch folder: it names a folder on the owner's disk and reads its .env.
     user = current_user()
     may_launch = user is not None and user.role_enum.allows(Role.OPERATOR)
-    return _dashboard(LaunchForm(), folder=request.args.get("workdir") if may_launch else None)
+    csrf_secret = flask_session.get("csrf_token")
+    if request.args or user is None or not csrf_secret or flask_session.get("_flashes"):
+        return _dashboard(LaunchForm(), folder=request.args.get("workdir") if may_launch else None)
+    page_key = page_cache.key(views.dashboard_version(), user.id, user.role, csrf_secret,
+                              project_folders.folders_file(), request.host, bool(request.environ.get("maider.shared")))
+    cached = page_cache.get(page_key)
+    if cached is not None:
+        return cached
+    workdir = _chosen_folder(None)
+    stamp = page_cache.env_stamp(workdir)  # before the render reads the folder's .env
+    body = _dashboard(LaunchForm(), folder=workdir)
+    page_cache.keep(page_key, workdir, body, stamp)
+    return body
 
 
 @bp.get("/live")
