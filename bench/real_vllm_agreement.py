@@ -106,7 +106,8 @@ def main() -> int:
         deviation = ours / theirs - 1
         ok = abs(deviation) <= TOLERANCE
         verdict |= not ok
-        print(f"  {name:18} vllm {theirs:9.2f}  maider {ours:9.2f}  {deviation:+6.1%}  {'ok' if ok else 'OUTSIDE 10 %'}")
+        verdict_text = "ok" if ok else "OUTSIDE 10 %"
+        print(f"  {name:18} vllm {theirs:9.2f}  maider {ours:9.2f}  {deviation:+6.1%}  {verdict_text}")
     print("each client's own error against the server's histograms (median over rounds, ms):")
     for name in SERVER_VIEW:
         theirs = statistics.median(r[f"{name}_error"] for r in rounds["vllm"])
