@@ -17,9 +17,9 @@ from app.errors import ConfigError
 from app.providers import aws_catalog
 from app.providers.aws import MAX_ATTEMPTS, ROOT_VOLUME_GB, AwsProvider
 from app.providers.aws_errors import VcpuQuotaExceeded
-from app.providers.base import FailsafeUnavailable
 from app.providers.base import (
-    AuthError, CapacityError, InstanceStatus, InvalidRequest, NotFound, ProviderError, TransientError,
+    AuthError, CapacityError, FailsafeUnavailable, InstanceStatus, InvalidRequest, NotFound, ProviderError,
+    TransientError,
 )
 from worlds.aws import ANSWERS, PLAN, REGION, AwsWorld, world as aws_world
 
@@ -304,3 +304,34 @@ def test_the_registry_builds_a_provider_from_boto3s_own_chain(aws: AwsWorld, tmp
     assert PLAN in {p.id for p in provider.gpu_plans(REGION)}
     instance = provider.create(aws.spec("maider-aws-registry"))
     assert aws.live() == [instance.id] and "testing-env-secret" not in repr(provider)
+
+
+def test_an_instance_aws_does_not_list_yet_is_not_believed_gone(aws: AwsWorld) -> None:
+    # EC2 is eventually consistent: right after RunInstances, DescribeInstances may say InvalidInstanceID.NotFound
+    instance = aws.provider.create(aws.spec("maider-aws-lag"))
+    lag = (400, "InvalidInstanceID.NotFound", f"The instance ID '{instance.id}' does not exist")
+    aws.layer.fail(["DescribeInstances"], lag, times=50)
+    with pytest.raises(TransientError, match="does not list"):
+        aws.provider.get(instance.id)  # a destroy clicked now must not call the VM deleted while it bills
+    with pytest.raises(TransientError):
+        aws.provider.delete(instance.id)
+    aws.layer.clear()
+    assert aws.provider.get(instance.id).id == instance.id and instance.id in aws.live()
+
+
+def test_each_session_is_asked_about_in_its_own_region(app) -> None:
+    """A project's REGION may change after a launch; the session's VM is still looked for where it was made."""
+    from app.engine.runtime import runtime
+    from app.models import Session
+    from engine_helpers import write_project
+
+    asked: list[str | None] = []
+    app.config["MAIDER_PROVIDER_FACTORY"] = lambda name, settings, home: asked.append(settings.region) or object()
+    workdir = Path(app.config["MAIDER_WORKDIR"])
+    write_project(workdir, "PROVIDER=aws\nREGION=us-west-2\n")
+    session = Session(uid="u" * 32, name="old", provider="aws", label="maider-old", region="us-east-1",
+                      workdir=str(workdir))
+    runtime(app).provider_for(session)
+    runtime(app).provider_for(session)  # cached: asked once
+    runtime(app).provider("aws", str(workdir))  # the project's own region, for new launches and orphan scans
+    assert asked == ["us-east-1", "us-west-2"]

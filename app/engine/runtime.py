@@ -75,20 +75,29 @@ class EngineRuntime:
         return load_settings(session.workdir or self.app.config["MAIDER_WORKDIR"])
 
     def provider_for(self, session: Session) -> Provider:
-        return self.provider(session.provider, session.workdir or self.app.config["MAIDER_WORKDIR"])
+        """The provider that made this session's VM, in the session's own region: the project's REGION may have
+        changed since, and a regional API (AWS) asked about an instance in another region answers "not found"."""
+        return self.provider(session.provider, session.workdir or self.app.config["MAIDER_WORKDIR"],
+                             region=session.region)
 
-    def provider(self, name: str, workdir: str) -> Provider:
-        """One provider object per (cloud, project), so its client and caches are reused."""
-        key = (name, workdir)
+    def provider(self, name: str, workdir: str, region: str | None = None) -> Provider:
+        """One provider object per (cloud, project, region), so its client and caches are reused; ``region``
+        overrides the project's REGION."""
+        key = (name, workdir, region)
         with self._lock:
             if key not in self._providers:
-                self._providers[key] = self._provider_factory(name, load_settings(workdir), self.home)
+                settings = load_settings(workdir)
+                if region:
+                    settings = replace(settings, region=region)
+                self._providers[key] = self._provider_factory(name, settings, self.home)
             return self._providers[key]
 
     def forget_provider(self, name: str, workdir: str | None) -> None:
-        """Drop a cached provider after its credentials were refused, so a corrected token is read next time."""
+        """Drop cached providers after their credentials were refused, so a corrected token is read next time."""
+        workdir = workdir or self.app.config["MAIDER_WORKDIR"]
         with self._lock:
-            self._providers.pop((name, workdir or self.app.config["MAIDER_WORKDIR"]), None)
+            for key in [k for k in self._providers if k[:2] == (name, workdir)]:
+                del self._providers[key]
 
     def remote(self, uid: str, host: str, port: int, host_public: str, client_private: str) -> RemoteHost:
         """The VM's one shared SSH connection (host key pinned), connected; reconnects when it died.

@@ -36,7 +36,7 @@ from app.providers.aws_api import MAX_ATTEMPTS, AwsApi
 from app.providers.aws_session import SSH_PORT, SessionResources
 from app.providers.base import (
     OWNER_TAG, FailsafeUnavailable, GpuPlan, Instance, InstanceSpec, InstanceStatus, InvalidRequest, NotFound,
-    ProviderError, Region, SessionToken,
+    ProviderError, Region, SessionToken, TransientError,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,11 @@ _STATUS_MAP: dict[str, InstanceStatus] = {
     "shutting-down": InstanceStatus.DELETING,
     "terminated": InstanceStatus.DELETING,  # until its key pair and security group are deleted too (see get)
 }
+
+
+# EC2 is eventually consistent: DescribeInstances may answer InvalidInstanceID.NotFound for a while after
+# RunInstances. An instance this provider launched is not believed gone before this much time has passed.
+LISTING_LAG_S = 300.0
 
 
 def _client_token(label: str) -> str:
@@ -125,6 +130,8 @@ class AwsProvider:
         self._lock = threading.Lock()
         self._amis: dict[str, tuple[str, str]] = {}  # region -> (AMI id, root device name)
         self._price_cache = price_cache
+        self._launched: dict[str, float] = {}  # instance id -> when this provider launched it (monotonic)
+        self._labels: dict[str, str] = {}  # instance id -> its session's label, for cleanup once it is gone
         self._prices: dict[str, dict[str, float]] = {r: dict(p) for r, p in catalog.ON_DEMAND_USD.items()}
         self._load_price_cache()
 
@@ -230,6 +237,8 @@ class AwsProvider:
             self._clean_up_failed_create(spec.label)
             raise
         log.info("aws: instance %s is %s", raw["InstanceId"], spec.label)
+        self._launched[raw["InstanceId"]] = time.monotonic()
+        self._labels[raw["InstanceId"]] = spec.label
         return self._to_instance(raw)
 
     def get(self, instance_id: str) -> Instance:
@@ -259,6 +268,9 @@ class AwsProvider:
             raw = self._describe_one(instance_id)
         except NotFound:
             log.info("aws: instance %s was already gone", instance_id)
+            label = self._labels.get(instance_id)
+            if label:  # gone before its session's key pair and security group were: delete them now
+                self._resources.delete(label)
             return
         state = raw["State"]["Name"]
         if state not in ("terminated", "shutting-down"):
@@ -383,11 +395,19 @@ class AwsProvider:
             if raws else None
 
     def _describe_one(self, instance_id: str) -> dict[str, Any]:
+        """The instance's description; ``NotFound`` only when AWS has had time to list it (see ``LISTING_LAG_S``)."""
         if not _INSTANCE_ID.match(instance_id or ""):
             raise InvalidRequest(f"'{instance_id}' is not an EC2 instance id (i-...)", field="instance_id")
-        raws = self._api.call(f"get instance {instance_id}", lambda: self._describe(ids=[instance_id]),
-                              thing="instance")
+        try:
+            raws = self._api.call(f"get instance {instance_id}", lambda: self._describe(ids=[instance_id]),
+                                  thing="instance")
+        except NotFound:
+            raws = []
         if not raws:
+            launched = self._launched.get(instance_id)
+            if launched is not None and time.monotonic() - launched < LISTING_LAG_S:
+                raise TransientError(f"AWS does not list instance {instance_id} yet (launched "
+                                     f"{time.monotonic() - launched:.0f} s ago; EC2's listings lag behind)")
             raise NotFound(f"AWS has no instance {instance_id}")
         return raws[0]
 
