@@ -241,6 +241,24 @@ def test_the_cheapest_fit_is_searched_across_providers(linode_api: FakeLinodeApi
     assert fit.sentence(QWEN_32B_AWQ, 32768).endswith("on simulated at $1.05/h")
 
 
+def test_your_own_machine_at_no_cost_beats_any_paid_cloud() -> None:
+    """A host added without --price costs nothing: its 0 is a price, not an unknown one."""
+    from app.domain.gpu_catalog import L40S
+    from app.providers.base import GpuPlan
+
+    facts = catalog_facts(QWEN_32B_AWQ)
+    own = GpuPlan(id="desk-box", label="desk-box", gpus=1, gpu=L40S, hourly_price=0.0, memory_mb=0, vcpus=0,
+                  regions=("own",))
+    cloud = GpuPlan(id="gpu-l40sx1-48gb", label="L40S", gpus=1, gpu=L40S, hourly_price=1.57, memory_mb=0, vcpus=0)
+    unknown = GpuPlan(id="mystery", label="mystery", gpus=1, gpu=L40S, hourly_price=0.0, memory_mb=0, vcpus=0)
+    catalogs = [providers_service.ProviderPlans("digitalocean", (cloud,)),
+                providers_service.ProviderPlans("aws", (unknown,)), providers_service.ProviderPlans("ssh", (own,))]
+    fit = providers_service.cheapest_fit(facts, 32768, catalogs)
+    assert fit is not None and (fit.provider, fit.plan.id) == ("ssh", "desk-box")
+    fit = providers_service.cheapest_fit(facts, 32768, catalogs[:2])  # a cloud's unknown price never wins
+    assert fit is not None and (fit.provider, fit.plan.id) == ("digitalocean", "gpu-l40sx1-48gb")
+
+
 def test_validate_names_the_cheapest_cloud_when_no_plan_is_set(linode_api: FakeLinodeApi,
                                                                do_api: FakeDigitalOceanApi) -> None:
     Path(".env").write_text(f"MODEL_ID={QWEN_32B_AWQ}\nVLLM_MAX_MODEL_LEN=32768\n")

@@ -172,9 +172,14 @@ def cheapest_fit(facts: ModelFacts, context: int, catalogs: Sequence[ProviderPla
     return best
 
 
+# Providers whose price 0 is a real price, not an unknown one: your own machine costs what you said (0 by default).
+_PRICED_AT_ZERO = frozenset({"ssh"})
+
+
 def _price_key(fit: CheapestFit) -> tuple[bool, float]:
+    """Cheapest first; an unknown price (0 from a cloud) after every known one."""
     price = fit.recommendation.hourly_price
-    return price <= 0, price
+    return price <= 0 and fit.provider not in _PRICED_AT_ZERO, price
 
 
 def no_fit_sentence(model_id: str, context: int, names: Sequence[str]) -> str:
