@@ -19,6 +19,17 @@ systemctl enable --now '{{FAILSAFE_TIMER}}'
 if [ -n "$OWN_MACHINE" ] && docker compose version >/dev/null 2>&1 && command -v nvidia-ctk >/dev/null \
         && docker info 2>/dev/null | grep -qi 'runtimes:.*nvidia'; then
     echo "maider: Docker, compose and the NVIDIA container runtime are already set up"
+elif [ -n "$OWN_MACHINE" ] && command -v docker >/dev/null && ! docker compose version >/dev/null 2>&1; then
+    # Docker's own packages would replace the user's docker.io (and its containerd) under their containers.
+    echo "maider: Docker is installed here without its compose plugin: install it (apt install docker-compose-v2)" \
+        "and launch again; maider does not replace your Docker" >&2
+    exit 1
+elif [ -n "$OWN_MACHINE" ] && command -v docker >/dev/null && [ -n "$(docker ps -q 2>/dev/null)" ]; then
+    # Configuring the NVIDIA runtime restarts dockerd, which would stop every container running here.
+    echo "maider: Docker has no NVIDIA runtime yet and containers are running here: install" \
+        "nvidia-container-toolkit, set it up as Docker's runtime (NVIDIA's nvidia-ctk) and restart Docker when" \
+        "they may stop, then launch again; maider does not restart your Docker" >&2
+    exit 1
 else
 if [ -z "$OWN_MACHINE" ]; then
 # No unattended upgrade while provisioning: a new kernel installed beside the driver boots without its module.

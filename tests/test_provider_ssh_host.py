@@ -382,3 +382,28 @@ def test_provisioning_on_your_own_machine_keeps_its_firewall_driver_and_docker(t
     for untouched in ("apt-get", "ufw", "update-initramfs", "modprobe", "reboot", "shutdown", "nvidia-ctk"):
         assert not any(c.split()[0] == untouched for c in calls), (untouched, calls)
     assert not any("restart docker" in c or "apt-daily" in c for c in calls), calls
+
+
+@pytest.mark.parametrize("docker, refusal", [
+    ('case "$1" in compose) exit 1;; esac', "without its compose plugin"),
+    ('case "$1" in info) echo " Runtimes: runc";; ps) echo 3f2a1b;; esac', "containers are running here"),
+])
+def test_provisioning_never_replaces_or_restarts_your_docker(tmp_path: Path, docker: str, refusal: str) -> None:
+    """Docker without compose (docker-ce would replace docker.io), or without the NVIDIA runtime while containers
+    run (configuring it restarts dockerd): the launch stops with what to do, and nothing is installed or restarted."""
+    from app.domain.cloud_init import fill_template
+
+    stubs, log = tmp_path / "bin", tmp_path / "calls.log"
+    stubs.mkdir()
+    for name in ("systemctl", "docker", "nvidia-ctk", "nvidia-smi", "systemd-run", "apt-cache", "apt-get", "curl",
+                 "gpg"):
+        answer = docker if name == "docker" else ""
+        (stubs / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{answer}\nexit 0\n')
+        (stubs / name).chmod(0o755)
+    script = tmp_path / "provision.sh"
+    script.write_text(fill_template((TEMPLATE_DIR / "provision.sh").read_text()))
+    done = subprocess.run(["bash", str(script), "nvidia-driver-570", ""], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{stubs}:/usr/bin:/bin", "MAIDER_OWN_MACHINE": "1"})
+    assert done.returncode == 1 and refusal in done.stderr and "maider does not" in done.stderr
+    calls = log.read_text().splitlines()
+    assert not any(c.startswith(("apt-get", "nvidia-ctk")) or "restart docker" in c for c in calls), calls
