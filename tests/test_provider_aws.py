@@ -335,3 +335,17 @@ def test_each_session_is_asked_about_in_its_own_region(app) -> None:
     runtime(app).provider_for(session)  # cached: asked once
     runtime(app).provider("aws", str(workdir))  # the project's own region, for new launches and orphan scans
     assert asked == ["us-east-1", "us-west-2"]
+
+
+def test_a_region_of_another_cloud_is_not_taken_for_an_aws_one(tmp_path: Path, monkeypatch) -> None:
+    """PROVIDER=linode with REGION=us-ord and AWS credentials: listing AWS plans asks AWS's default region, not a
+    non-existent ec2.us-ord endpoint."""
+    from app.config import load_settings
+    from app.providers import get_provider
+    from engine_helpers import write_project
+
+    write_project(tmp_path, "PROVIDER=linode\nREGION=us-ord\n")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert get_provider("aws", load_settings(tmp_path), tmp_path).region == "eu-west-1"
+    write_project(tmp_path, "PROVIDER=aws\nREGION=us-west-2\n")
+    assert get_provider("aws", load_settings(tmp_path), tmp_path).region == "us-west-2"

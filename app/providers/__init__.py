@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,10 +25,16 @@ def _digitalocean(settings: Settings, home: Path) -> Provider:
     return DigitalOceanProvider(token=settings.digitalocean_token, base_url=settings.digitalocean_api_url)
 
 
+# us-east-1, eu-central-2, ap-southeast-4, us-gov-west-1 (Linode's de-fra-2 is not one)
+_AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-(north|south|east|west|central)(east|west)?-\d+$")
+
+
 def _aws(settings: Settings, home: Path) -> Provider:
     from app.providers.aws import AwsProvider
 
-    return AwsProvider(region=settings.region, price_cache=home / "aws-prices.json")
+    # REGION names another cloud's region when PROVIDER is not aws (us-ord is Linode's): then AWS's own default.
+    region = settings.region if settings.region and _AWS_REGION.match(settings.region) else None
+    return AwsProvider(region=region, price_cache=home / "aws-prices.json")
 
 
 def _ssh(settings: Settings, home: Path) -> Provider:
