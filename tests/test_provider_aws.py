@@ -349,3 +349,27 @@ def test_a_region_of_another_cloud_is_not_taken_for_an_aws_one(tmp_path: Path, m
     assert get_provider("aws", load_settings(tmp_path), tmp_path).region == "eu-west-1"
     write_project(tmp_path, "PROVIDER=aws\nREGION=us-west-2\n")
     assert get_provider("aws", load_settings(tmp_path), tmp_path).region == "us-west-2"
+
+
+def test_a_destroy_after_a_crash_before_the_launch_leaves_no_key_pair_or_group(app, aws: AwsWorld) -> None:
+    """maider stopped between making the session's key pair and group and RunInstances: no instance id, no
+    instance; destroying the session still deletes both."""
+    from app.extensions import db
+    from app.models import Session, SessionState
+    from engine_helpers import FAST_TIMINGS, drive, in_state, write_project
+
+    spec = aws.spec("maider-crashed-early")
+    aws.provider._resources.ensure_key_pair(spec.label, spec.authorized_keys[0])
+    aws.provider._resources.ensure_security_group(spec.label)
+    assert len(aws.leftovers()) == 2
+    app.config["MAIDER_PROVIDER_FACTORY"] = lambda name, settings, home: aws.provider
+    app.config["MAIDER_TIMINGS"] = FAST_TIMINGS
+    workdir = Path(app.config["MAIDER_WORKDIR"])
+    write_project(workdir, *aws.project_env())
+    with app.app_context():
+        db.session.add(Session(uid="c" * 32, name="crashed", provider="aws", label=spec.label, region="us-east-1",
+                               plan="g5.xlarge", model_id="m/m", served_name="coder", workdir=str(workdir),
+                               status=SessionState.DESTROYING.value, status_reason="user_requested"))
+        db.session.commit()
+    gone = drive(app, "crashed", in_state(SessionState.DESTROYED, SessionState.FAILED), timeout=30)
+    assert gone.status == "destroyed" and aws.leftovers() == [] and aws.live() == []

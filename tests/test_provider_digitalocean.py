@@ -347,3 +347,17 @@ def test_the_registry_builds_it_from_the_projects_secrets(api: FakeDigitalOceanA
     provider = get_provider("digitalocean", load_settings(workdir, environ={}), tmp_path)
     assert isinstance(provider, DigitalOceanProvider) and api.token not in repr(provider)
     assert "gpu-4000adax1-20gb" in {p.id for p in provider.gpu_plans("tor1")}  # "/v2" on the URL is tolerated
+
+
+def test_a_key_left_when_maider_restarted_after_its_droplet_went_is_released_by_label(
+        provider: DigitalOceanProvider, api: FakeDigitalOceanApi) -> None:
+    instance = provider.create(_spec())
+    api.fail("DELETE", r"^/v2/account/keys/\d+$", 500, times=50)
+    with pytest.raises(TransientError):
+        provider.delete(instance.id)  # the Droplet went; its key did not
+    api.clear_faults()
+    restarted = DigitalOceanProvider(api.token, api.base_url, sleep=lambda _s: None)  # knows no labels
+    restarted.delete(instance.id)  # gone: nothing to say which key was its
+    assert len(_maiders_keys(api)) == 1
+    restarted.release_label(instance.label)  # what the engine calls with the session's label
+    assert _maiders_keys(api) == []

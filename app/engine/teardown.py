@@ -67,6 +67,9 @@ def step_destroying(ctx: StepContext) -> None:
                 session.next_attempt_at = ctx.now + timedelta(seconds=min(2 ** session.destroy_attempts, 30))
                 session.stage_detail = "waiting for the provider to finish deleting"
                 return
+        release = getattr(ctx.runtime.provider_for(session), "release_label", None)
+        if release is not None:  # the session's SSH key, key pair or security group, found by its label
+            release(session.label)
     except ProviderError as exc:
         if isinstance(exc, AuthError):  # the user may fix the token while we retry: read it again next time
             ctx.runtime.forget_provider(session.provider, session.workdir)

@@ -286,6 +286,13 @@ class AwsProvider:
         if state == "terminated" and OWNER_TAG in tags and tags.get("Name"):
             self._resources.delete(tags["Name"])
 
+    def release_label(self, label: str) -> None:
+        """Delete the session's key pair and security group once its instance is gone (or was never launched)."""
+        self._resources.delete(label)
+        left = self._resources.remaining(label)
+        if left:
+            raise TransientError(f"AWS still has the {' and '.join(left)} of {label}; maider tries again")
+
     def list_owned(self) -> list[Instance]:
         """Every instance tagged ``maider`` that is not terminated, across all pages."""
         raws = self._api.call("list maider instances", lambda: self._describe(

@@ -113,6 +113,9 @@ class Provider(Protocol):
     - ``deleted_at`` is the provider's record of when an instance was deleted, or None when it has none.
     - ``reboots_allowed`` (optional class attribute, True when absent): False for machines maider did not create;
       the engine then never reboots one to load the NVIDIA driver, and fails the launch instead.
+    - ``release_label(label)`` (optional) deletes what the provider made for one session besides the instance (an
+      SSH key, a key pair, a security group); the engine calls it once the instance is confirmed gone, or was never
+      made, and keeps the session in ``destroying`` while it raises.
     """
 
     name: str

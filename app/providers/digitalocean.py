@@ -295,6 +295,10 @@ class DigitalOceanProvider:
         if label:
             self._remove_own_key(label)
 
+    def release_label(self, label: str) -> None:
+        """Remove the SSH key registered for the session once its Droplet is gone (or was never made)."""
+        self._remove_own_key(label)
+
     def list_owned(self) -> list[Instance]:
         """Every Droplet tagged ``maider``: the GPU list (DigitalOcean lists GPU Droplets only when asked) and the
         tag's list, merged."""
