@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import grp
 import json
 import os
@@ -33,6 +34,7 @@ import time
 from pathlib import PurePosixPath
 
 STATE_DIR = "/var/lib/maider"
+LLM_DIR = "/opt/llm"  # maider's stack: written here, and removed whole when the session is destroyed
 DEPLOYMENT_FILE = STATE_DIR + "/deployment.json"
 STATUS_FILE = STATE_DIR + "/bootstrap-status.json"
 CONFIG_FILE = STATE_DIR + "/cloud-config.json"
@@ -181,6 +183,15 @@ def start(input_path: str, root: str, dry_run: bool) -> int:
             return 3
         print("maider: bootstrap already started")
         return 0
+    if os.path.lexists(under(root, LLM_DIR)):
+        print(f"maider: this machine already has {LLM_DIR}, which is not maider's: maider writes its stack there and "
+              "removes the folder when the session ends; move it elsewhere and launch again", file=sys.stderr)
+        state_dir = under(root, STATE_DIR)
+        if os.path.dirname(os.path.abspath(__file__)) == os.path.abspath(state_dir):
+            os.remove(os.path.abspath(__file__))  # nothing of maider's stays on a machine it did not start on
+            with contextlib.suppress(OSError):
+                os.rmdir(state_dir)
+        return 4
     os.makedirs(under(root, STATE_DIR), mode=0o700, exist_ok=True)
     write_atomic(current, (json.dumps(deployment) + "\n").encode(), 0o600)
     write_status(root, "running", [])

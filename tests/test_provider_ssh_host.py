@@ -26,7 +26,7 @@ from app.domain.cloud_init import TEMPLATE_DIR, CloudInitInputs, render_user_dat
 from app.engine.identity import ensure_identity, load_identity, pin_host_key
 from app.extensions import db
 from app.models import Session, SessionState
-from app.providers.base import AuthError, NotFound, ProviderError
+from app.providers.base import AuthError, InvalidRequest, NotFound, ProviderError
 from app.providers.host_registry import HostRegistry, fingerprint
 from app.providers.ssh_host import HostKeyChanged, SshHostProvider
 from app.remote import new_keypair
@@ -407,3 +407,14 @@ def test_provisioning_never_replaces_or_restarts_your_docker(tmp_path: Path, doc
     assert done.returncode == 1 and refusal in done.stderr and "maider does not" in done.stderr
     calls = log.read_text().splitlines()
     assert not any(c.startswith(("apt-get", "nvidia-ctk")) or "restart docker" in c for c in calls), calls
+
+
+def test_a_machine_with_its_own_opt_llm_is_refused_and_keeps_it(world: SshWorld) -> None:
+    """maider removes /opt/llm when a session ends, so a folder of the user's there must stop the launch first."""
+    theirs = Path(world.host.path(vc.LLM_DIR))
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("the user's own")
+    with pytest.raises(InvalidRequest, match="already has /opt/llm"):
+        world.provider.create(world.spec("maider-opt-llm"))
+    assert (theirs / "notes.txt").read_text() == "the user's own"
+    assert world.live() == [] and world.leftovers() == [f"{HOST_NAME}: {vc.LLM_DIR}"]  # theirs, nothing of maider's
