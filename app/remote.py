@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import io
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -214,43 +215,9 @@ class RemoteHost:
 
     def run(self, command: str, stdin: bytes | None = None, timeout: float = 60.0) -> CommandResult:
         """Run ``command`` on a new session channel; stdin (if any) is sent then closed."""
-        transport = self._active_transport()
-        try:
-            channel = transport.open_session(timeout=min(timeout, CHANNEL_OPEN_TIMEOUT.total_seconds()))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshUnreachable(f"cannot open a session on {self.host}:{self.port} ({type(exc).__name__})") from None
-        try:
-            return self._run_on(channel, command, stdin, timeout)
-        finally:
-            close_channel(channel)
-
-    def _run_on(self, channel: paramiko.Channel, command: str, stdin: bytes | None,
-                timeout: float) -> CommandResult:
-        deadline = time.monotonic() + timeout
-        stdout, stderr = bytearray(), bytearray()
-        try:
-            channel.exec_command(command)
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
-            wake = channel.fileno()  # readable when stdout/stderr data or EOF arrives
-            while True:
-                while channel.recv_ready():
-                    stdout += channel.recv(65536)
-                while channel.recv_stderr_ready():
-                    stderr += channel.recv_stderr(65536)
-                finished = channel.exit_status_ready() or channel.closed
-                if finished and (channel.eof_received or channel.closed) and not channel.recv_ready() \
-                        and not channel.recv_stderr_ready():
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CommandTimeout(f"'{command}' did not finish within {timeout:g} s", command, timeout)
-                select.select([wake], [], [], min(remaining, READ_SLICE.total_seconds()))
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshUnreachable(f"connection to {self.host}:{self.port} lost while running a command "
-                                 f"({type(exc).__name__}: {exc})") from None
-        exit_code = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        stdout = bytearray()
+        with self._session(timeout) as channel:
+            exit_code, stderr = self._exchange(channel, command, stdin, timeout, stdout.extend, close_stdin=True)
         return CommandResult(exit_code, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
 
     def stream(self, command: str, stdin: bytes, on_line: Callable[[str], None], cancel: threading.Event,
@@ -261,35 +228,49 @@ class RemoteHost:
         channel within a read slice, which ends stdin and the program's session; the result then has exit code -1.
         ``stdout`` of the result holds only an unfinished last line.
         """
+        pending = bytearray()
+
+        def lines(data: bytes) -> None:
+            pending.extend(data)
+            *complete, rest = pending.split(b"\n")
+            pending[:] = rest
+            for line in complete:
+                on_line(line.decode("utf-8", "replace"))
+
+        with self._session(timeout) as channel:
+            exit_code, stderr = self._exchange(channel, command, stdin, timeout, lines, cancel=cancel)
+        return CommandResult(exit_code, pending.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
+
+    @contextlib.contextmanager
+    def _session(self, timeout: float) -> Iterator[paramiko.Channel]:
+        """A new session channel on the shared connection, closed afterwards."""
         transport = self._active_transport()
         try:
             channel = transport.open_session(timeout=min(timeout, CHANNEL_OPEN_TIMEOUT.total_seconds()))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SshUnreachable(f"cannot open a session on {self.host}:{self.port} ({type(exc).__name__})") from None
         try:
-            return self._stream_on(channel, command, stdin, on_line, cancel, timeout)
+            yield channel
         finally:
             close_channel(channel)
 
-    def _stream_on(self, channel: paramiko.Channel, command: str, stdin: bytes, on_line: Callable[[str], None],
-                   cancel: threading.Event, timeout: float) -> CommandResult:
+    def _exchange(self, channel: paramiko.Channel, command: str, stdin: bytes | None, timeout: float,
+                  on_stdout: Callable[[bytes], None], *, close_stdin: bool = False,
+                  cancel: threading.Event | None = None) -> tuple[int, bytearray]:
+        """Execute ``command``, hand its stdout to ``on_stdout`` as it arrives, and return (exit code, stderr); the
+        exit code is -1 when ``cancel`` was set or the command ended without one."""
         deadline = time.monotonic() + timeout
-        pending, stderr = bytearray(), bytearray()
-
-        def lines() -> None:
-            *complete, rest = pending.split(b"\n")
-            pending[:] = rest
-            for line in complete:
-                on_line(line.decode("utf-8", "replace"))
-
+        stderr = bytearray()
         try:
             channel.exec_command(command)
-            channel.sendall(stdin)
-            wake = channel.fileno()
-            while not cancel.is_set():
+            if stdin:
+                channel.sendall(stdin)
+            if close_stdin:
+                channel.shutdown_write()
+            wake = channel.fileno()  # readable when stdout/stderr data or EOF arrives
+            while cancel is None or not cancel.is_set():
                 while channel.recv_ready():
-                    pending.extend(channel.recv(65536))
-                    lines()
+                    on_stdout(channel.recv(65536))
                 while channel.recv_stderr_ready():
                     stderr += channel.recv_stderr(65536)
                 finished = channel.exit_status_ready() or channel.closed
@@ -303,10 +284,9 @@ class RemoteHost:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SshUnreachable(f"connection to {self.host}:{self.port} lost while running a command "
                                  f"({type(exc).__name__}: {exc})") from None
-        if cancel.is_set():
-            return CommandResult(-1, pending.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
-        exit_code = channel.recv_exit_status() if channel.exit_status_ready() else -1
-        return CommandResult(exit_code, pending.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
+        if cancel is not None and cancel.is_set():
+            return -1, stderr
+        return (channel.recv_exit_status() if channel.exit_status_ready() else -1), stderr
 
     def open_channel(self, remote_host: str, remote_port: int) -> paramiko.Channel:
         """A direct-tcpip channel to ``remote_host:remote_port`` as seen from the VM (a port forward)."""
